@@ -1,0 +1,673 @@
+//! Typed service configuration: TOML in, validated [`Config`] out.
+//!
+//! Parsing rejects unknown keys (a typo must not silently fall back to a
+//! default). Validation then checks every value and reports *all* problems at
+//! once, each with the dotted key it belongs to, so an operator fixes the file
+//! in one pass. `swarm-llm check-config` runs exactly this, which is why the
+//! systemd unit can use it as `ExecStartPre`.
+//!
+//! Secrets never live in this file: the MQTT password comes from a file (a
+//! systemd credential) or the environment.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Process exit code for a configuration problem (`EX_CONFIG` from sysexits.h);
+/// the unit file lists it in `RestartPreventExitStatus` so a bad file does not
+/// restart-loop.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Environment variable that supplies the MQTT password when no
+/// `mqtt.password_file` is configured.
+pub const MQTT_PASSWORD_ENV: &str = "SWARM_LLM_MQTT_PASSWORD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path} has {} problem(s):\n{}", .problems.len(), Problems(.problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One validation finding: the dotted key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of this board; used in the status topic and the MQTT client id.
+    pub node: String,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub inference: InferenceConfig,
+    /// The local small models. Each one is owned by its own inference thread.
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MqttProtocol {
+    /// MQTT 5: requests may carry Response Topic and Correlation Data.
+    #[serde(rename = "v5")]
+    V5,
+    /// MQTT 3.1.1, for older brokers and gateways: the reply address is in the payload.
+    #[serde(rename = "v311")]
+    V311,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub protocol: MqttProtocol,
+    /// Defaults to `swarm-llm-<node>`. Must be stable across restarts: the broker
+    /// keeps the persistent session (and unacknowledged questions) under it.
+    pub client_id: Option<String>,
+    /// Topic filter the service subscribes to for questions.
+    pub request_filter: String,
+    /// Where a reply goes when the request names no reply address: this prefix
+    /// followed by the request topic's levels below the filter's fixed part
+    /// (`swarm/query/line3/plc7` -> `swarm/reply/line3/plc7`).
+    pub reply_topic_prefix: String,
+    /// Retained status goes to `<prefix>/<node>`, with a last will saying offline.
+    pub status_topic_prefix: String,
+    pub keep_alive_s: u64,
+    /// How long the broker keeps our session (and queued questions) while we are
+    /// away, MQTT 5 only.
+    pub session_expiry_s: u32,
+    /// Largest MQTT packet accepted. Larger than any payload limit so that an
+    /// oversize question is answered with an error instead of breaking the link.
+    pub max_packet_bytes: u32,
+    /// Reconnect backoff bounds; the delay doubles with jitter between them.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub username: Option<String>,
+    /// File holding the broker password (e.g. `$CREDENTIALS_DIRECTORY/mqtt-password`).
+    /// Without it the password is read from `SWARM_LLM_MQTT_PASSWORD`, if set.
+    pub password_file: Option<PathBuf>,
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            protocol: MqttProtocol::V5,
+            client_id: None,
+            request_filter: "swarm/query/#".into(),
+            reply_topic_prefix: "swarm/reply".into(),
+            status_topic_prefix: "swarm/status".into(),
+            keep_alive_s: 30,
+            session_expiry_s: 86_400,
+            max_packet_bytes: 2 * 1024 * 1024,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            username: None,
+            password_file: None,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Payloads larger than this are refused before parsing.
+    pub max_payload_bytes: usize,
+    /// Questions longer than this (UTF-8 bytes) are refused.
+    pub max_question_bytes: usize,
+    /// Accepted questions waiting for the router; when full, askers get `busy`.
+    pub intake_queue: usize,
+    /// Questions being answered at once (across all routes).
+    pub max_in_flight: usize,
+    /// Deadline for a question that does not bring its own `deadline_ms`.
+    pub default_deadline_ms: u64,
+    /// Upper bound for a request's own `deadline_ms`.
+    pub max_deadline_ms: u64,
+    /// On shutdown, how long in-flight questions may take to finish.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_question_bytes: 4096,
+            intake_queue: 64,
+            max_in_flight: 8,
+            default_deadline_ms: 120_000,
+            max_deadline_ms: 600_000,
+            drain_timeout_ms: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// The model that answers a question locally (a `models[].name`); defaults
+    /// to the first model listed.
+    pub default_model: Option<String>,
+    /// System prompt given to chat-template models and to `{system}` in templates.
+    pub system_prompt: String,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            default_model: None,
+            system_prompt: "You are a concise assistant for industrial plant staff. \
+                            Answer in one short sentence; give the number with its unit \
+                            when the question asks for a value."
+                .into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Short name used in replies, logs and routing.
+    pub name: String,
+    /// GGUF file; a relative path is taken from the config file's folder.
+    pub path: PathBuf,
+    #[serde(default = "default_threads")]
+    pub threads: u32,
+    #[serde(default = "default_context_size")]
+    pub context_size: u32,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// Layers offloaded to the GPU (needs the `cuda` build); 0 keeps it on the CPU.
+    #[serde(default)]
+    pub gpu_layers: u32,
+    /// Prompt for models whose file has no chat template (or a better one):
+    /// `{system}` and `{question}` are replaced. Without it the file's chat
+    /// template is used.
+    #[serde(default)]
+    pub prompt_template: Option<String>,
+    /// Generation also stops when the answer contains one of these strings
+    /// (e.g. "\n" for a few-shot completion prompt); the stop string is cut off.
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// 0 means greedy decoding (deterministic, the default).
+    #[serde(default)]
+    pub temperature: f32,
+    /// Jobs waiting for this model's thread.
+    #[serde(default = "default_queue_depth")]
+    pub queue_depth: usize,
+}
+
+fn default_threads() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+}
+fn default_context_size() -> u32 {
+    2048
+}
+fn default_max_tokens() -> u32 {
+    128
+}
+fn default_queue_depth() -> usize {
+    8
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative model and TLS paths
+    /// are resolved against the file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Parses TOML text without validating it.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for m in &mut self.models {
+            resolve(&mut m.path);
+        }
+        if let Some(tls) = &mut self.mqtt.tls {
+            resolve(&mut tls.ca_file);
+            tls.client_cert_file.as_mut().map(resolve);
+            tls.client_key_file.as_mut().map(resolve);
+        }
+        self.mqtt.password_file.as_mut().map(resolve);
+    }
+
+    /// Checks every value; returns all problems found (empty when valid).
+    /// Files named by the config are checked for existence here so that a
+    /// missing model is a config error (exit 78), not a crash at load time.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut v = Validator::default();
+        if self.node.is_empty()
+            || !self
+                .node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            v.add("node", "must be non-empty and use only letters, digits, '-' and '_' (it becomes a topic level and client id)");
+        }
+        self.mqtt.validate(&mut v);
+        self.limits.validate(&mut v);
+        if self.models.is_empty() {
+            v.add("models", "at least one model is needed");
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            m.validate(&format!("models[{i}]"), &mut v);
+            if self.models[..i].iter().any(|o| o.name == m.name) {
+                v.add(
+                    format!("models[{i}].name"),
+                    format!("duplicate model name {:?}", m.name),
+                );
+            }
+        }
+        if let Some(name) = &self.inference.default_model {
+            if !self.models.iter().any(|m| &m.name == name) {
+                v.add(
+                    "inference.default_model",
+                    format!("{name:?} is not the name of a configured model"),
+                );
+            }
+        }
+        v.problems
+    }
+
+    /// The model that answers locally.
+    pub fn default_model(&self) -> &ModelConfig {
+        self.inference
+            .default_model
+            .as_ref()
+            .and_then(|n| self.models.iter().find(|m| &m.name == n))
+            .unwrap_or(&self.models[0])
+    }
+
+    pub fn client_id(&self) -> String {
+        self.mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("swarm-llm-{}", self.node))
+    }
+
+    pub fn status_topic(&self) -> String {
+        format!("{}/{}", self.mqtt.status_topic_prefix, self.node)
+    }
+
+    /// The default configuration, as printed by `print-default-config`.
+    pub fn example() -> Config {
+        Config {
+            node: "edge-01".into(),
+            mqtt: MqttConfig::default(),
+            limits: LimitsConfig::default(),
+            inference: InferenceConfig::default(),
+            models: vec![ModelConfig {
+                name: "smollm2".into(),
+                path: "/usr/share/swarm-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+                threads: 2,
+                context_size: default_context_size(),
+                max_tokens: 64,
+                gpu_layers: 0,
+                prompt_template: None,
+                stop: vec![],
+                temperature: 0.0,
+                queue_depth: default_queue_depth(),
+            }],
+        }
+    }
+}
+
+impl MqttConfig {
+    fn validate(&self, v: &mut Validator) {
+        if self.host.trim().is_empty() {
+            v.add("mqtt.host", "must not be empty");
+        }
+        if self.port == 0 {
+            v.add("mqtt.port", "must be between 1 and 65535");
+        }
+        if let Err(e) = crate::topic::validate_filter(&self.request_filter) {
+            v.add("mqtt.request_filter", e);
+        }
+        for (key, prefix) in [
+            ("mqtt.reply_topic_prefix", &self.reply_topic_prefix),
+            ("mqtt.status_topic_prefix", &self.status_topic_prefix),
+        ] {
+            if let Err(e) = crate::topic::validate_topic(prefix) {
+                v.add(key, e);
+            } else if crate::topic::matches_filter(&self.request_filter, &format!("{prefix}/x")) {
+                v.add(key, format!("topics under {prefix:?} match mqtt.request_filter {:?}: the service would read its own messages as questions", self.request_filter));
+            }
+        }
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.len() > 256 {
+                v.add("mqtt.client_id", "must be 1 to 256 characters");
+            }
+        }
+        if !(5..=3600).contains(&self.keep_alive_s) {
+            v.add("mqtt.keep_alive_s", "must be between 5 and 3600");
+        }
+        if self.max_packet_bytes < 1024 {
+            v.add("mqtt.max_packet_bytes", "must be at least 1024");
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            v.add(
+                "mqtt.reconnect_min_ms",
+                "must be above 0 and not above mqtt.reconnect_max_ms",
+            );
+        }
+        if self.password_file.is_some() && self.username.is_none() {
+            v.add("mqtt.password_file", "a password needs mqtt.username");
+        }
+        if let Some(p) = &self.password_file {
+            v.file_exists("mqtt.password_file", p);
+        }
+        if let Some(tls) = &self.tls {
+            v.file_exists("mqtt.tls.ca_file", &tls.ca_file);
+            match (&tls.client_cert_file, &tls.client_key_file) {
+                (Some(c), Some(k)) => {
+                    v.file_exists("mqtt.tls.client_cert_file", c);
+                    v.file_exists("mqtt.tls.client_key_file", k);
+                }
+                (None, None) => {}
+                _ => v.add(
+                    "mqtt.tls",
+                    "client_cert_file and client_key_file go together (mutual TLS)",
+                ),
+            }
+        }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self, v: &mut Validator) {
+        if self.max_question_bytes == 0 {
+            v.add("limits.max_question_bytes", "must be above 0");
+        }
+        if self.max_payload_bytes < self.max_question_bytes {
+            v.add(
+                "limits.max_payload_bytes",
+                "must be at least limits.max_question_bytes",
+            );
+        }
+        if self.intake_queue == 0 {
+            v.add("limits.intake_queue", "must be above 0");
+        }
+        if self.max_in_flight == 0 {
+            v.add("limits.max_in_flight", "must be above 0");
+        }
+        if self.default_deadline_ms == 0 || self.default_deadline_ms > self.max_deadline_ms {
+            v.add(
+                "limits.default_deadline_ms",
+                "must be above 0 and not above limits.max_deadline_ms",
+            );
+        }
+    }
+}
+
+impl ModelConfig {
+    fn validate(&self, key: &str, v: &mut Validator) {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            v.add(
+                format!("{key}.name"),
+                "must be non-empty and use only letters, digits, '-', '_' and '.'",
+            );
+        }
+        v.file_exists(&format!("{key}.path"), &self.path);
+        if !(1..=256).contains(&self.threads) {
+            v.add(format!("{key}.threads"), "must be between 1 and 256");
+        }
+        if !(128..=131_072).contains(&self.context_size) {
+            v.add(
+                format!("{key}.context_size"),
+                "must be between 128 and 131072",
+            );
+        }
+        if self.max_tokens == 0 || self.max_tokens >= self.context_size {
+            v.add(
+                format!("{key}.max_tokens"),
+                "must be above 0 and below context_size",
+            );
+        }
+        if let Some(t) = &self.prompt_template {
+            if let Err(e) = crate::prompt::validate_template(t) {
+                v.add(format!("{key}.prompt_template"), e);
+            }
+        }
+        if self.stop.iter().any(String::is_empty) {
+            v.add(format!("{key}.stop"), "stop strings must not be empty");
+        }
+        if !(0.0..=2.0).contains(&self.temperature) {
+            v.add(format!("{key}.temperature"), "must be between 0 and 2");
+        }
+        if self.queue_depth == 0 {
+            v.add(format!("{key}.queue_depth"), "must be above 0");
+        }
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn file_exists(&mut self, key: &str, path: &Path) {
+        if !path.is_file() {
+            self.add(key, format!("no such file: {}", path.display()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid_toml(model_path: &Path) -> String {
+        format!(
+            "node = \"edge-01\"\n[[models]]\nname = \"smollm2\"\npath = {:?}\nthreads = 2\n",
+            model_path.display().to_string()
+        )
+    }
+
+    fn keys(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let model = tempfile::NamedTempFile::new().unwrap();
+        let config = Config::parse(&valid_toml(model.path())).unwrap();
+        assert_eq!(config.validate(), vec![]);
+        assert_eq!(config.mqtt.request_filter, "swarm/query/#");
+        assert_eq!(config.default_model().name, "smollm2");
+        assert_eq!(config.client_id(), "swarm-llm-edge-01");
+        assert_eq!(config.status_topic(), "swarm/status/edge-01");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::parse("node = \"a\"\n[mqtt]\nhots = \"x\"\n").unwrap_err();
+        assert!(err.contains("unknown field `hots`"), "{err}");
+        let err = Config::parse("node = \"a\"\ncolour = 1\n").unwrap_err();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+node = "bad node"
+[mqtt]
+port = 0
+request_filter = "swarm/#/query"
+reply_topic_prefix = "swarm/query"
+[limits]
+intake_queue = 0
+[inference]
+default_model = "nope"
+[[models]]
+name = "a"
+path = "/nonexistent/model.gguf"
+threads = 0
+context_size = 256
+max_tokens = 256
+prompt_template = "no placeholder"
+[[models]]
+name = "a"
+path = "/nonexistent/other.gguf"
+temperature = 5.0
+"#;
+        let problems = Config::parse(text).unwrap().validate();
+        let keys = keys(&problems);
+        for want in [
+            "node",
+            "mqtt.port",
+            "mqtt.request_filter",
+            "limits.intake_queue",
+            "inference.default_model",
+            "models[0].path",
+            "models[0].threads",
+            "models[0].max_tokens",
+            "models[0].prompt_template",
+            "models[1].name",
+            "models[1].path",
+            "models[1].temperature",
+        ] {
+            assert!(keys.contains(&want), "missing {want} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn reply_prefix_inside_request_filter_is_a_loop() {
+        let model = tempfile::NamedTempFile::new().unwrap();
+        let mut config = Config::parse(&valid_toml(model.path())).unwrap();
+        config.mqtt.reply_topic_prefix = "swarm/query/replies".into();
+        let problems = config.validate();
+        assert_eq!(keys(&problems), vec!["mqtt.reply_topic_prefix"]);
+        assert!(problems[0].message.contains("own messages"));
+    }
+
+    #[test]
+    fn tls_client_cert_needs_key() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut config = Config::parse(&valid_toml(file.path())).unwrap();
+        config.mqtt.tls = Some(TlsConfig {
+            ca_file: file.path().into(),
+            client_cert_file: Some(file.path().into()),
+            client_key_file: None,
+        });
+        assert_eq!(keys(&config.validate()), vec!["mqtt.tls"]);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.gguf"), b"x").unwrap();
+        let cfg = dir.path().join("swarm.toml");
+        std::fs::write(
+            &cfg,
+            "node = \"n\"\n[[models]]\nname = \"m\"\npath = \"m.gguf\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&cfg).unwrap();
+        assert_eq!(config.models[0].path, dir.path().join("m.gguf"));
+    }
+
+    #[test]
+    fn load_reports_invalid_file_with_all_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("swarm.toml");
+        std::fs::write(
+            &cfg,
+            "node = \"\"\n[[models]]\nname = \"m\"\npath = \"missing.gguf\"\n",
+        )
+        .unwrap();
+        let err = Config::load(&cfg).unwrap_err().to_string();
+        assert!(err.contains("2 problem(s)"), "{err}");
+        assert!(
+            err.contains("- node:") && err.contains("- models[0].path: no such file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn example_round_trips_through_toml() {
+        let example = Config::example();
+        let text = toml::to_string(&example).unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), example);
+    }
+}

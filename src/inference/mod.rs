@@ -1,0 +1,422 @@
+//! Local inference: each model is owned by a dedicated OS thread.
+//!
+//! llama.cpp contexts are not `Sync` and `decode` blocks for tens of
+//! milliseconds, so they must not live on the async runtime. A worker thread
+//! loads its model once, keeps one context for its whole life (the KV cache is
+//! cleared between questions, not reallocated), and serves [`Job`]s from a
+//! bounded queue, answering each through a oneshot channel. [`ModelHandle`] is
+//! the async side of that queue.
+//!
+//! Between tokens the worker checks the job's deadline and cancellation token,
+//! so a question that is out of time or abandoned frees the model at once.
+
+pub mod sampling;
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ModelConfig;
+use crate::prompt::{self, PromptParts};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error("model {model}: cannot load {path}: {message}")]
+    Load {
+        model: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("model {model}: {message}")]
+    Template { model: String, message: String },
+    #[error(
+        "the prompt is {prompt_tokens} tokens but model {model} has a context of {context} tokens"
+    )]
+    ContextOverflow {
+        model: String,
+        prompt_tokens: usize,
+        context: u32,
+    },
+    #[error("deadline passed after {generated} generated tokens")]
+    DeadlineExceeded { generated: usize },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("model {model}: llama.cpp decode failed: {message}")]
+    Decode { model: String, message: String },
+    #[error("model {model}: worker thread is gone")]
+    WorkerGone { model: String },
+}
+
+/// One question for a model.
+pub struct Job {
+    pub question: String,
+    pub max_tokens: Option<u32>,
+    pub deadline: Instant,
+    pub cancel: CancellationToken,
+    pub reply: oneshot::Sender<Result<Generation, InferenceError>>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The model emitted an end-of-generation token.
+    Eog,
+    MaxTokens,
+    /// A configured stop string appeared.
+    Stop,
+}
+
+impl Finish {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Eog => "eog",
+            Finish::MaxTokens => "max_tokens",
+            Finish::Stop => "stop",
+        }
+    }
+}
+
+/// A model's answer and what was measured while producing it.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub model: String,
+    pub text: String,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    /// Probability of each chosen token (the end-of-generation one included).
+    pub token_probs: Vec<f32>,
+    /// Entropy (nats) of the distribution each token was chosen from.
+    pub token_entropies: Vec<f32>,
+    /// Prompt processing until the first token was chosen.
+    pub time_to_first_token: Duration,
+    /// From the first token to the end: the decode phase.
+    pub decode_time: Duration,
+}
+
+impl Generation {
+    /// Tokens chosen, the end-of-generation token included.
+    pub fn generated_tokens(&self) -> usize {
+        self.token_probs.len()
+    }
+}
+
+/// What a worker reports once its model is loaded.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub context: u32,
+    pub file_bytes: u64,
+    pub parameters: u64,
+}
+
+/// The async side of a worker's job queue. Cheap to clone.
+#[derive(Clone)]
+pub struct ModelHandle {
+    pub info: ModelInfo,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl ModelHandle {
+    /// Queues a question and waits for the answer.
+    pub async fn generate(
+        &self,
+        question: String,
+        max_tokens: Option<u32>,
+        deadline: Instant,
+        cancel: CancellationToken,
+    ) -> Result<Generation, InferenceError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || InferenceError::WorkerGone {
+            model: self.info.name.clone(),
+        };
+        self.jobs
+            .send(Job {
+                question,
+                max_tokens,
+                deadline,
+                cancel,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Jobs waiting in this model's queue.
+    pub fn queued(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
+    }
+}
+
+/// llama.cpp's process-wide backend, initialised once with its logging routed
+/// into `tracing`.
+fn backend() -> &'static LlamaBackend {
+    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| {
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+        LlamaBackend::init().expect("llama.cpp backend initialises once per process")
+    })
+}
+
+/// Starts the worker thread for one model and waits until the model is loaded.
+/// Dropping every clone of the returned handle ends the thread.
+pub async fn spawn_worker(
+    config: ModelConfig,
+    system_prompt: String,
+) -> Result<ModelHandle, InferenceError> {
+    let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_depth);
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let name = config.name.clone();
+    std::thread::Builder::new()
+        .name(format!("llm-{}", config.name))
+        .spawn(move || worker_main(config, system_prompt, jobs_rx, ready_tx))
+        .map_err(|e| InferenceError::Load {
+            model: name.clone(),
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+    let info = ready_rx
+        .await
+        .map_err(|_| InferenceError::WorkerGone { model: name })??;
+    Ok(ModelHandle {
+        info,
+        jobs: jobs_tx,
+    })
+}
+
+enum Template {
+    Chat(LlamaChatTemplate),
+    Custom(String),
+}
+
+struct Worker<'m> {
+    config: ModelConfig,
+    system_prompt: String,
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    template: Template,
+    batch: LlamaBatch<'static>,
+    rng: rand::rngs::StdRng,
+}
+
+fn worker_main(
+    config: ModelConfig,
+    system_prompt: String,
+    mut jobs: mpsc::Receiver<Job>,
+    ready: oneshot::Sender<Result<ModelInfo, InferenceError>>,
+) {
+    let load_err = |message: String| InferenceError::Load {
+        model: config.name.clone(),
+        path: config.path.clone(),
+        message,
+    };
+    let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+    let model = match LlamaModel::load_from_file(backend(), &config.path, &params) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ready.send(Err(load_err(format!("{e} (is it a complete GGUF file?)"))));
+            return;
+        }
+    };
+    let threads = config.threads as i32;
+    let ctx_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(config.context_size))
+        .with_n_batch(config.context_size)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let ctx = match model.new_context(backend(), ctx_params) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(load_err(format!("cannot create a context: {e}"))));
+            return;
+        }
+    };
+    let template = match &config.prompt_template {
+        Some(t) => Template::Custom(t.clone()),
+        None => match model.chat_template(None) {
+            Ok(t) => Template::Chat(t),
+            Err(e) => {
+                let _ = ready.send(Err(InferenceError::Template {
+                    model: config.name.clone(),
+                    message: format!("the file has no usable chat template ({e}); set prompt_template in its config"),
+                }));
+                return;
+            }
+        },
+    };
+    let info = ModelInfo {
+        name: config.name.clone(),
+        context: ctx.n_ctx(),
+        file_bytes: std::fs::metadata(&config.path).map_or(0, |m| m.len()),
+        parameters: model.n_params(),
+    };
+    tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = config.gpu_layers, "model loaded");
+    let batch = LlamaBatch::new(config.context_size as usize, 1);
+    let mut worker = Worker {
+        config,
+        system_prompt,
+        model: &model,
+        ctx,
+        template,
+        batch,
+        rng: rand::rngs::StdRng::seed_from_u64(0x5eed),
+    };
+    if ready.send(Ok(info)).is_err() {
+        return;
+    }
+    while let Some(job) = jobs.blocking_recv() {
+        if job.reply.is_closed() {
+            continue; // the asker gave up while the job was queued
+        }
+        let result = worker.generate(&job);
+        let _ = job.reply.send(result);
+    }
+    tracing::debug!(model = %worker.config.name, "worker stopped");
+}
+
+impl Worker<'_> {
+    fn prompt(&self, question: &str) -> Result<PromptParts, InferenceError> {
+        let err = |message: String| InferenceError::Template {
+            model: self.config.name.clone(),
+            message,
+        };
+        match &self.template {
+            Template::Custom(t) => Ok(prompt::from_template(t, &self.system_prompt, question)),
+            Template::Chat(t) => {
+                let msgs = [
+                    LlamaChatMessage::new("system".into(), self.system_prompt.clone()),
+                    LlamaChatMessage::new("user".into(), prompt::SENTINEL.into()),
+                ]
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(e.to_string()))?;
+                let rendered = self
+                    .model
+                    .apply_chat_template(t, &msgs, true)
+                    .map_err(|e| err(e.to_string()))?;
+                prompt::from_rendered_chat(&rendered, question).map_err(err)
+            }
+        }
+    }
+
+    fn tokenize(&self, parts: &PromptParts) -> Vec<LlamaToken> {
+        let vocab = self.model.vocab();
+        let mut tokens = vocab.tokenize(parts.before.as_bytes(), true, true);
+        // A template that writes the BOS text itself would give two BOS tokens.
+        if tokens.len() >= 2 && tokens[0] == vocab.bos() && tokens[1] == vocab.bos() {
+            tokens.remove(0);
+        }
+        tokens.extend(vocab.tokenize(parts.question.as_bytes(), false, false));
+        tokens.extend(vocab.tokenize(parts.after.as_bytes(), false, true));
+        tokens
+    }
+
+    fn generate(&mut self, job: &Job) -> Result<Generation, InferenceError> {
+        let start = Instant::now();
+        let name = self.config.name.clone();
+        let decode_err = |e: &dyn std::fmt::Display| InferenceError::Decode {
+            model: name.clone(),
+            message: e.to_string(),
+        };
+        let parts = self.prompt(&job.question)?;
+        let tokens = self.tokenize(&parts);
+        let n_ctx = self.ctx.n_ctx() as usize;
+        if tokens.len() >= n_ctx {
+            return Err(InferenceError::ContextOverflow {
+                model: name,
+                prompt_tokens: tokens.len(),
+                context: n_ctx as u32,
+            });
+        }
+        let limit = job
+            .max_tokens
+            .map_or(self.config.max_tokens, |m| m.min(self.config.max_tokens))
+            as usize;
+        let limit = limit.min(n_ctx - tokens.len());
+
+        self.ctx.clear_kv_cache();
+        self.batch.clear();
+        let last = tokens.len() - 1;
+        for (i, t) in tokens.iter().enumerate() {
+            self.batch
+                .add(*t, i as i32, &[0], i == last)
+                .map_err(|e| decode_err(&e))?;
+        }
+        self.ctx
+            .decode(&mut self.batch)
+            .map_err(|e| decode_err(&e))?;
+
+        let vocab = self.model.vocab();
+        let mut bytes = Vec::new();
+        let mut probs = Vec::with_capacity(limit);
+        let mut entropies = Vec::with_capacity(limit);
+        let mut first_token_at = None;
+        let mut cut = None;
+        let finish = loop {
+            if job.cancel.is_cancelled() {
+                return Err(InferenceError::Cancelled);
+            }
+            if Instant::now() >= job.deadline {
+                return Err(InferenceError::DeadlineExceeded {
+                    generated: probs.len(),
+                });
+            }
+            let logits = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
+            let step = sampling::step(logits, self.config.temperature, &mut self.rng);
+            first_token_at.get_or_insert_with(Instant::now);
+            probs.push(step.prob);
+            entropies.push(step.entropy);
+            let token = LlamaToken::new(step.token as i32);
+            if vocab.is_eog(token) {
+                break Finish::Eog;
+            }
+            bytes.extend(vocab.token_to_piece(token, false, None));
+            if !self.config.stop.is_empty() {
+                if let Some(at) =
+                    sampling::stop_at(&String::from_utf8_lossy(&bytes), &self.config.stop)
+                {
+                    cut = Some(at);
+                    break Finish::Stop;
+                }
+            }
+            if probs.len() >= limit {
+                break Finish::MaxTokens;
+            }
+            let pos = (tokens.len() + probs.len() - 1) as i32;
+            self.batch.clear();
+            self.batch
+                .add(token, pos, &[0], true)
+                .map_err(|e| decode_err(&e))?;
+            self.ctx
+                .decode(&mut self.batch)
+                .map_err(|e| decode_err(&e))?;
+        };
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(at) = cut {
+            text.truncate(at);
+        }
+        let first = first_token_at.unwrap_or(start);
+        Ok(Generation {
+            model: name,
+            text: text.trim().to_string(),
+            finish,
+            prompt_tokens: tokens.len(),
+            token_probs: probs,
+            token_entropies: entropies,
+            time_to_first_token: first - start,
+            decode_time: first.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,34 @@
+//! swarm-llm: an edge service that answers questions arriving over MQTT with
+//! quantized small language models run in-process through llama.cpp.
+//!
+//! A sensor gateway or operator publishes a question; the service answers it
+//! with a local model and publishes the answer back to the asker, with the
+//! route that produced it and the signals measured on the way.
+//!
+//! # Where things are
+//!
+//! - [`service`]: the wiring. Loads models, connects, joins the stages with
+//!   bounded channels; start reading here.
+//! - [`stages`]: one async task per stage: [`stages::mqtt_in`] (polls the
+//!   broker), [`stages::intake`] (decodes, admits or refuses, acknowledges),
+//!   [`stages::router`] (answers, with bounded concurrency and a drain on
+//!   shutdown), [`stages::mqtt_out`] (publishes replies and status).
+//! - [`inference`]: one OS thread per model owning its llama.cpp context;
+//!   [`inference::sampling`] is the pure per-token maths (choice, probability,
+//!   entropy).
+//! - [`protocol`]: the request and reply formats (pure).
+//! - [`prompt`]: prompt assembly, keeping the question apart from the template (pure).
+//! - [`topic`]: MQTT topic rules (pure).
+//! - [`config`]: typed TOML config and the validation that reports every problem.
+//! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
+//! - [`ask`]: the command-line client.
+
+pub mod ask;
+pub mod config;
+pub mod inference;
+pub mod mqtt;
+pub mod prompt;
+pub mod protocol;
+pub mod service;
+pub mod stages;
+pub mod topic;

@@ -1,0 +1,635 @@
+//! The wire format: decoding a request from an MQTT message and the JSON reply.
+//! Pure code: no I/O, no clock (the caller passes what it needs).
+//!
+//! A request is a JSON object `{"id"?, "question", "reply_to"?, "max_tokens"?,
+//! "deadline_ms"?}` or plain UTF-8 text taken as the question. Where the reply
+//! goes, in order: the MQTT 5 Response Topic (with its Correlation Data
+//! echoed), the payload's `reply_to`, else the default reply topic derived
+//! from the request topic. Because a default always exists, every message gets
+//! an answer, a rejected one included.
+
+use serde::{Deserialize, Serialize};
+
+use crate::topic;
+
+/// An MQTT message as the transport hands it over, whatever the protocol version.
+#[derive(Debug, Clone, Default)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// MQTT 5 Response Topic.
+    pub response_topic: Option<String>,
+    /// MQTT 5 Correlation Data, echoed verbatim in the reply.
+    pub correlation_data: Option<Vec<u8>>,
+}
+
+/// Where and how to publish the reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyAddress {
+    pub topic: String,
+    pub correlation_data: Option<Vec<u8>>,
+}
+
+/// A decoded, checked question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub id: String,
+    pub question: String,
+    pub reply: ReplyAddress,
+    /// The asker's cap on answer length; the model's own cap still applies.
+    pub max_tokens: Option<u32>,
+    /// Time allowed for the answer, from receipt.
+    pub deadline_ms: u64,
+}
+
+/// A message that cannot be answered, with what is known of where to reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub id: Option<String>,
+    pub reply: ReplyAddress,
+    pub error: ReplyError,
+}
+
+/// The limits and topics decoding needs, taken from the config.
+#[derive(Debug, Clone)]
+pub struct DecodeRules {
+    pub request_filter: String,
+    pub reply_topic_prefix: String,
+    pub max_payload_bytes: usize,
+    pub max_question_bytes: usize,
+    pub default_deadline_ms: u64,
+    pub max_deadline_ms: u64,
+}
+
+impl DecodeRules {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            request_filter: c.mqtt.request_filter.clone(),
+            reply_topic_prefix: c.mqtt.reply_topic_prefix.clone(),
+            max_payload_bytes: c.limits.max_payload_bytes,
+            max_question_bytes: c.limits.max_question_bytes,
+            default_deadline_ms: c.limits.default_deadline_ms,
+            max_deadline_ms: c.limits.max_deadline_ms,
+        }
+    }
+}
+
+/// Longest `id` we accept; it is echoed into replies and logs.
+const MAX_ID_CHARS: usize = 128;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestJson {
+    id: Option<String>,
+    question: String,
+    reply_to: Option<String>,
+    max_tokens: Option<u32>,
+    deadline_ms: Option<u64>,
+}
+
+/// Decodes and checks one message. `fallback_id` names requests that bring no id.
+pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<Request, Rejection> {
+    let default_topic =
+        topic::default_reply_topic(&rules.request_filter, &msg.topic, &rules.reply_topic_prefix);
+    // The MQTT 5 reply address is known before looking at the payload.
+    let mut reply = ReplyAddress {
+        topic: default_topic.clone(),
+        correlation_data: msg.correlation_data.clone(),
+    };
+    let reject = |id: Option<String>, reply: &ReplyAddress, code, message: String| Rejection {
+        id,
+        reply: reply.clone(),
+        error: ReplyError::new(code, message),
+    };
+    if let Some(rt) = &msg.response_topic {
+        match check_reply_topic(rt, rules) {
+            Ok(()) => reply.topic = rt.clone(),
+            Err(e) => {
+                return Err(reject(
+                    None,
+                    &reply,
+                    ErrorCode::InvalidReplyTopic,
+                    format!("response topic: {e}"),
+                ))
+            }
+        }
+    }
+
+    if msg.payload.len() > rules.max_payload_bytes {
+        return Err(reject(
+            None,
+            &reply,
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "payload is {} bytes, the limit is {}",
+                msg.payload.len(),
+                rules.max_payload_bytes
+            ),
+        ));
+    }
+    let text = match std::str::from_utf8(&msg.payload) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(reject(
+                None,
+                &reply,
+                ErrorCode::InvalidUtf8,
+                format!(
+                    "payload is not valid UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
+            ))
+        }
+    };
+
+    let (id, question, max_tokens, deadline_ms) = if text.trim_start().starts_with('{') {
+        let parsed = match serde_json::from_str::<RequestJson>(text) {
+            Ok(p) => p,
+            Err(e) => {
+                // Salvage the reply address and id from a loosely valid object so
+                // the asker still hears why its request failed.
+                let loose = loose_fields(text);
+                if msg.response_topic.is_none() {
+                    if let Some(rt) = loose
+                        .reply_to
+                        .filter(|rt| check_reply_topic(rt, rules).is_ok())
+                    {
+                        reply.topic = rt;
+                    }
+                }
+                let code = if e.is_syntax() || e.is_eof() {
+                    ErrorCode::MalformedJson
+                } else {
+                    ErrorCode::InvalidRequest
+                };
+                return Err(reject(loose.id, &reply, code, format!("request JSON: {e}")));
+            }
+        };
+        if msg.response_topic.is_none() {
+            if let Some(rt) = &parsed.reply_to {
+                match check_reply_topic(rt, rules) {
+                    Ok(()) => reply.topic = rt.clone(),
+                    Err(e) => {
+                        return Err(reject(
+                            parsed.id,
+                            &reply,
+                            ErrorCode::InvalidReplyTopic,
+                            format!("reply_to: {e}"),
+                        ))
+                    }
+                }
+            }
+        }
+        (
+            parsed.id,
+            parsed.question,
+            parsed.max_tokens,
+            parsed.deadline_ms,
+        )
+    } else {
+        (None, text.to_string(), None, None)
+    };
+
+    if let Some(id) = &id {
+        if id.is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control) {
+            return Err(reject(
+                None,
+                &reply,
+                ErrorCode::InvalidRequest,
+                format!("id must be 1 to {MAX_ID_CHARS} characters without control characters"),
+            ));
+        }
+    }
+    let question = question.trim();
+    if question.is_empty() {
+        return Err(reject(
+            id,
+            &reply,
+            ErrorCode::EmptyQuestion,
+            "the question is empty".into(),
+        ));
+    }
+    if question.len() > rules.max_question_bytes {
+        return Err(reject(
+            id,
+            &reply,
+            ErrorCode::QuestionTooLong,
+            format!(
+                "question is {} bytes, the limit is {}",
+                question.len(),
+                rules.max_question_bytes
+            ),
+        ));
+    }
+    if let Some(c) = question
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+    {
+        return Err(reject(
+            id,
+            &reply,
+            ErrorCode::InvalidRequest,
+            format!("question contains the control character U+{:04X}", c as u32),
+        ));
+    }
+    if max_tokens == Some(0) {
+        return Err(reject(
+            id,
+            &reply,
+            ErrorCode::InvalidRequest,
+            "max_tokens must be above 0".into(),
+        ));
+    }
+    let deadline_ms = match deadline_ms {
+        None => rules.default_deadline_ms,
+        Some(d) if d > 0 && d <= rules.max_deadline_ms => d,
+        Some(d) => {
+            return Err(reject(
+                id,
+                &reply,
+                ErrorCode::InvalidRequest,
+                format!("deadline_ms {d} is outside 1..={}", rules.max_deadline_ms),
+            ))
+        }
+    };
+    Ok(Request {
+        id: id.unwrap_or_else(|| fallback_id.to_string()),
+        question: question.to_string(),
+        reply,
+        max_tokens,
+        deadline_ms,
+    })
+}
+
+fn check_reply_topic(t: &str, rules: &DecodeRules) -> Result<(), String> {
+    topic::validate_topic(t)?;
+    if topic::matches_filter(&rules.request_filter, t) {
+        return Err(format!(
+            "{t:?} is inside the request filter {:?}; replying there would loop",
+            rules.request_filter
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct LooseFields {
+    id: Option<String>,
+    reply_to: Option<String>,
+}
+
+fn loose_fields(text: &str) -> LooseFields {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) else {
+        return LooseFields::default();
+    };
+    let string = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    LooseFields {
+        id: string("id").filter(|id| {
+            !id.is_empty()
+                && id.chars().count() <= MAX_ID_CHARS
+                && !id.chars().any(char::is_control)
+        }),
+        reply_to: string("reply_to"),
+    }
+}
+
+/// How a question was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// One local small model answered.
+    Local,
+}
+
+/// Machine-readable reason a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    PayloadTooLarge,
+    InvalidUtf8,
+    MalformedJson,
+    InvalidRequest,
+    InvalidReplyTopic,
+    EmptyQuestion,
+    QuestionTooLong,
+    /// The prompt does not fit in the model's context.
+    ContextOverflow,
+    /// The intake queue is full; retry after `retry_after_ms`.
+    Busy,
+    DeadlineExceeded,
+    /// The service is stopping and did not finish this question.
+    ShuttingDown,
+    InferenceFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyError {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ReplyError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// Per-token signals of the answering model, summarised for the reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenSignals {
+    /// Lowest probability the model gave a token it chose.
+    pub min_token_prob: f32,
+    /// Mean entropy (nats) of the next-token distributions.
+    pub mean_entropy: f32,
+}
+
+impl TokenSignals {
+    pub fn from_tokens(probs: &[f32], entropies: &[f32]) -> Self {
+        Self {
+            min_token_prob: probs.iter().copied().fold(1.0, f32::min),
+            mean_entropy: if entropies.is_empty() {
+                0.0
+            } else {
+                entropies.iter().sum::<f32>() / entropies.len() as f32
+            },
+        }
+    }
+}
+
+/// The JSON published back to the asker. `error` is null on success.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: Option<String>,
+    pub answer: Option<String>,
+    pub route: Option<Route>,
+    pub model: Option<String>,
+    pub latency_ms: u64,
+    /// Tokens generated for the answer.
+    pub tokens: u32,
+    /// Why generation ended: `eog`, `max_tokens`, `stop`.
+    pub finish: Option<String>,
+    pub signals: Option<TokenSignals>,
+    /// The board that answered.
+    pub node: String,
+    pub error: Option<ReplyError>,
+}
+
+impl Reply {
+    pub fn failure(id: Option<String>, node: &str, error: ReplyError, latency_ms: u64) -> Self {
+        Self {
+            id,
+            answer: None,
+            route: None,
+            model: None,
+            latency_ms,
+            tokens: 0,
+            finish: None,
+            signals: None,
+            node: node.to_string(),
+            error: Some(error),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a reply always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> DecodeRules {
+        DecodeRules {
+            request_filter: "swarm/query/#".into(),
+            reply_topic_prefix: "swarm/reply".into(),
+            max_payload_bytes: 1024,
+            max_question_bytes: 64,
+            default_deadline_ms: 30_000,
+            max_deadline_ms: 60_000,
+        }
+    }
+
+    fn msg(payload: &[u8]) -> Inbound {
+        Inbound {
+            topic: "swarm/query/line1".into(),
+            payload: payload.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn code(r: Result<Request, Rejection>) -> ErrorCode {
+        r.unwrap_err().error.code
+    }
+
+    #[test]
+    fn plain_text_is_a_question_answered_on_the_default_topic() {
+        let r = decode(&msg(b"  What is 2+2?  "), &rules(), "q-1").unwrap();
+        assert_eq!(r.question, "What is 2+2?");
+        assert_eq!(r.id, "q-1");
+        assert_eq!(
+            r.reply,
+            ReplyAddress {
+                topic: "swarm/reply/line1".into(),
+                correlation_data: None
+            }
+        );
+        assert_eq!(r.deadline_ms, 30_000);
+    }
+
+    #[test]
+    fn json_request_with_all_fields() {
+        let p = br#"{"id":"a1","question":"Capital of Australia?","reply_to":"gw/7/answers","max_tokens":16,"deadline_ms":5000}"#;
+        let r = decode(&msg(p), &rules(), "q").unwrap();
+        assert_eq!(
+            (
+                r.id.as_str(),
+                r.reply.topic.as_str(),
+                r.max_tokens,
+                r.deadline_ms
+            ),
+            ("a1", "gw/7/answers", Some(16), 5000)
+        );
+    }
+
+    #[test]
+    fn v5_response_topic_wins_and_correlation_is_echoed() {
+        let mut m = msg(br#"{"question":"q","reply_to":"ignored/topic"}"#);
+        m.response_topic = Some("client/9/resp".into());
+        m.correlation_data = Some(vec![0, 159, 146, 150]);
+        let r = decode(&m, &rules(), "q").unwrap();
+        assert_eq!(
+            r.reply,
+            ReplyAddress {
+                topic: "client/9/resp".into(),
+                correlation_data: Some(vec![0, 159, 146, 150])
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_json_still_gets_a_reply_address() {
+        let rej = decode(&msg(br#"{"question": "x", "#), &rules(), "q").unwrap_err();
+        assert_eq!(rej.error.code, ErrorCode::MalformedJson);
+        assert_eq!(rej.reply.topic, "swarm/reply/line1");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_but_reply_to_and_id_are_salvaged() {
+        let rej = decode(
+            &msg(br#"{"id":"z9","question":"x","reply_to":"gw/r","colour":"red"}"#),
+            &rules(),
+            "q",
+        )
+        .unwrap_err();
+        assert_eq!(rej.error.code, ErrorCode::InvalidRequest);
+        assert!(
+            rej.error.message.contains("unknown field `colour`"),
+            "{}",
+            rej.error.message
+        );
+        assert_eq!(rej.reply.topic, "gw/r");
+        assert_eq!(rej.id.as_deref(), Some("z9"));
+    }
+
+    #[test]
+    fn duplicate_keys_wrong_types_and_missing_question_are_invalid() {
+        assert_eq!(
+            code(decode(
+                &msg(br#"{"question":"a","question":"b"}"#),
+                &rules(),
+                "q"
+            )),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(decode(&msg(br#"{"question":7}"#), &rules(), "q")),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(decode(&msg(br#"{"id":"x"}"#), &rules(), "q")),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(decode(
+                &msg(br#"{"question":"a","max_tokens":0}"#),
+                &rules(),
+                "q"
+            )),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(decode(
+                &msg(br#"{"question":"a","deadline_ms":999999}"#),
+                &rules(),
+                "q"
+            )),
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowing_the_stack() {
+        let deep = format!("{{\"question\":{}{}}}", "[".repeat(500), "]".repeat(500));
+        let mut r = rules();
+        r.max_payload_bytes = 10_000;
+        assert!(decode(&msg(deep.as_bytes()), &r, "q").is_err());
+    }
+
+    #[test]
+    fn size_utf8_empty_and_control_characters() {
+        assert_eq!(
+            code(decode(&msg(&[b'a'; 2000]), &rules(), "q")),
+            ErrorCode::PayloadTooLarge
+        );
+        assert_eq!(
+            code(decode(&msg(&[b'a'; 100]), &rules(), "q")),
+            ErrorCode::QuestionTooLong
+        );
+        assert_eq!(
+            code(decode(&msg(b"caf\xc3\x28"), &rules(), "q")),
+            ErrorCode::InvalidUtf8
+        );
+        assert_eq!(
+            code(decode(&msg(b"   "), &rules(), "q")),
+            ErrorCode::EmptyQuestion
+        );
+        assert_eq!(
+            code(decode(&msg(br#"{"question":" "}"#), &rules(), "q")),
+            ErrorCode::EmptyQuestion
+        );
+        assert_eq!(
+            code(decode(&msg(b"why\x07 beep"), &rules(), "q")),
+            ErrorCode::InvalidRequest
+        );
+        assert!(decode(&msg(b"line one\nline two"), &rules(), "q").is_ok());
+    }
+
+    #[test]
+    fn reply_topics_with_wildcards_or_inside_the_filter_are_refused() {
+        let rej = decode(
+            &msg(br#"{"question":"a","reply_to":"gw/#"}"#),
+            &rules(),
+            "q",
+        )
+        .unwrap_err();
+        assert_eq!(rej.error.code, ErrorCode::InvalidReplyTopic);
+        assert_eq!(rej.reply.topic, "swarm/reply/line1");
+        let rej = decode(
+            &msg(br#"{"question":"a","reply_to":"swarm/query/loop"}"#),
+            &rules(),
+            "q",
+        )
+        .unwrap_err();
+        assert_eq!(rej.error.code, ErrorCode::InvalidReplyTopic);
+        let mut m = msg(b"hi");
+        m.response_topic = Some("a/+/b".into());
+        assert_eq!(
+            code(decode(&m, &rules(), "q")),
+            ErrorCode::InvalidReplyTopic
+        );
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert_eq!(
+            code(decode(&msg(br#"{"id":"","question":"a"}"#), &rules(), "q")),
+            ErrorCode::InvalidRequest
+        );
+        let long = format!(r#"{{"id":"{}","question":"a"}}"#, "x".repeat(200));
+        assert_eq!(
+            code(decode(&msg(long.as_bytes()), &rules(), "q")),
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn reply_json_has_the_documented_fields() {
+        let r = Reply::failure(
+            Some("a".into()),
+            "edge-01",
+            ReplyError::new(ErrorCode::Busy, "full"),
+            3,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        for k in [
+            "id",
+            "answer",
+            "route",
+            "model",
+            "latency_ms",
+            "tokens",
+            "error",
+            "node",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+        assert_eq!(v["error"]["code"], "busy");
+    }
+}

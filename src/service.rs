@@ -1,0 +1,158 @@
+//! The wiring: loads the models, connects to the broker, and joins the stages
+//! with bounded channels. This is the one place to read to see how a question
+//! flows through the service:
+//!
+//! ```text
+//!  broker ──> mqtt_in ──raw──> intake ──accepted──> router ──> model threads
+//!     ^                          │                    │
+//!     └──────── mqtt_out <──────replies───────────────┘
+//! ```
+//!
+//! Shutdown (the `shutdown` token) runs front to back, losing nothing that was
+//! accepted: mqtt_in stops taking messages (unacknowledged ones stay with the
+//! broker), intake stops, the router answers what it holds within the drain
+//! timeout, mqtt_out publishes every reply, the offline status and DISCONNECT,
+//! and mqtt_in flushes them to the broker.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::inference::{self, InferenceError, ModelHandle};
+use crate::mqtt::{self, Backoff, ConnectSettings, MqttError};
+use crate::protocol::DecodeRules;
+use crate::stages::{intake::Intake, mqtt_in::MqttIn, mqtt_out::MqttOut, router::Router};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Model(#[from] InferenceError),
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+}
+
+/// How many unacknowledged QoS 1 questions the broker may send us at once
+/// (MQTT 5 Receive Maximum); the raw channel into intake is larger.
+const RECEIVE_MAXIMUM: u16 = 128;
+const RAW_CHANNEL: usize = 1024;
+
+#[derive(Serialize)]
+struct Status<'a> {
+    node: &'a str,
+    state: &'a str,
+    version: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    models: Vec<&'a str>,
+}
+
+fn status(config: &Config, state: &str, models: &[ModelHandle]) -> Vec<u8> {
+    serde_json::to_vec(&Status {
+        node: &config.node,
+        state,
+        version: env!("CARGO_PKG_VERSION"),
+        models: models.iter().map(|m| m.info.name.as_str()).collect(),
+    })
+    .expect("status serialises")
+}
+
+/// Loads every configured model, each on its own thread.
+pub async fn load_models(config: &Config) -> Result<Vec<ModelHandle>, InferenceError> {
+    let mut models = Vec::with_capacity(config.models.len());
+    for m in &config.models {
+        models.push(
+            inference::spawn_worker(m.clone(), config.inference.system_prompt.clone()).await?,
+        );
+    }
+    Ok(models)
+}
+
+/// Runs the service until `shutdown` is cancelled and the drain is complete.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    let models = load_models(&config).await?;
+    let default_model = config.default_model().name.clone();
+    let model = models
+        .iter()
+        .find(|m| m.info.name == default_model)
+        .expect("validated")
+        .clone();
+
+    let status_topic = config.status_topic();
+    let mut settings = ConnectSettings::from_config(&config.mqtt, config.client_id())?;
+    settings.last_will = Some((status_topic.clone(), status(&config, "offline", &[])));
+    settings.receive_maximum = Some(RECEIVE_MAXIMUM);
+    let (client, events) = mqtt::connect(&settings, true);
+    tracing::info!(
+        broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        protocol = ?config.mqtt.protocol,
+        client_id = %settings.client_id,
+        "connecting"
+    );
+
+    let (raw_tx, raw_rx) = mpsc::channel(RAW_CHANNEL);
+    let (accepted_tx, accepted_rx) = mpsc::channel(config.limits.intake_queue);
+    let (out_tx, out_rx) = mpsc::channel(config.limits.intake_queue + config.limits.max_in_flight);
+    let mqtt_done = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    tasks.spawn(
+        MqttIn {
+            client: client.clone(),
+            events,
+            request_filter: config.mqtt.request_filter.clone(),
+            status_topic: status_topic.clone(),
+            online_payload: status(&config, "online", &models),
+            backoff: Backoff::new(
+                Duration::from_millis(config.mqtt.reconnect_min_ms),
+                Duration::from_millis(config.mqtt.reconnect_max_ms),
+            ),
+            to_intake: raw_tx,
+            stop_intake: shutdown.clone(),
+            stop: mqtt_done.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        Intake {
+            client: client.clone(),
+            rules: DecodeRules::from_config(&config),
+            node: config.node.clone(),
+            from_mqtt: raw_rx,
+            to_router: accepted_tx,
+            to_out: out_tx.clone(),
+            stop: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        Router {
+            node: config.node.clone(),
+            model,
+            requests: accepted_rx,
+            to_out: out_tx,
+            max_in_flight: config.limits.max_in_flight,
+            drain_timeout: Duration::from_millis(config.limits.drain_timeout_ms),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
+    tasks.spawn(
+        MqttOut {
+            client,
+            replies: out_rx,
+            status_topic,
+            offline_payload: status(&config, "offline", &[]),
+            done: mqtt_done,
+        }
+        .run(),
+    );
+    tasks.close();
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: answering accepted questions, then disconnecting");
+    tasks.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}

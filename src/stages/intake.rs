@@ -1,0 +1,97 @@
+//! Intake: decodes each message, admits it to the router's queue or answers it
+//! at once (an error, or `busy` when the queue is full), then acknowledges it.
+//!
+//! The PUBACK goes out only after the message has a home (queued for an
+//! answer, or its error reply queued), so a crash before that point leaves it
+//! with the broker for redelivery.
+
+use rand::SeedableRng;
+use std::time::Instant;
+
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Accepted, Outgoing};
+use crate::mqtt::{AckToken, Client};
+use crate::protocol::{self, DecodeRules, ErrorCode, Inbound, Reply, ReplyError};
+
+/// Suggested wait before retrying after a `busy` reply.
+const BUSY_RETRY_AFTER_MS: u64 = 2_000;
+
+pub struct Intake {
+    pub client: Client,
+    pub rules: DecodeRules,
+    pub node: String,
+    pub from_mqtt: mpsc::Receiver<(Inbound, AckToken)>,
+    pub to_router: mpsc::Sender<Accepted>,
+    pub to_out: mpsc::Sender<Outgoing>,
+    /// Stop admitting: shutdown has begun.
+    pub stop: CancellationToken,
+}
+
+impl Intake {
+    pub async fn run(mut self) {
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        loop {
+            let (inbound, ack) = tokio::select! {
+                m = self.from_mqtt.recv() => match m { Some(m) => m, None => break },
+                _ = self.stop.cancelled() => break,
+            };
+            let received = Instant::now();
+            let fallback_id = format!("q-{:016x}", rng.random::<u64>());
+            let immediate = match protocol::decode(&inbound, &self.rules, &fallback_id) {
+                Ok(request) => {
+                    tracing::debug!(id = %request.id, topic = %inbound.topic, "accepted");
+                    match self.to_router.try_send(Accepted { request, received }) {
+                        Ok(()) => None,
+                        Err(mpsc::error::TrySendError::Full(a)) => {
+                            tracing::warn!(id = %a.request.id, "queue full: replied busy");
+                            let mut error = ReplyError::new(
+                                ErrorCode::Busy,
+                                "the service is at capacity; retry later",
+                            );
+                            error.retry_after_ms = Some(BUSY_RETRY_AFTER_MS);
+                            Some((
+                                a.request.reply,
+                                Reply::failure(Some(a.request.id), &self.node, error, 0),
+                            ))
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+                Err(rej) => {
+                    tracing::warn!(
+                        id = rej.id.as_deref().unwrap_or("-"),
+                        topic = %inbound.topic,
+                        code = ?rej.error.code,
+                        reason = %rej.error.message,
+                        "rejected a request"
+                    );
+                    let latency = received.elapsed().as_millis() as u64;
+                    Some((
+                        rej.reply,
+                        Reply::failure(rej.id, &self.node, rej.error, latency),
+                    ))
+                }
+            };
+            if let Some((to, reply)) = immediate {
+                if self
+                    .to_out
+                    .send(Outgoing {
+                        to,
+                        payload: reply.to_json(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            if let Err(e) = self.client.ack(&ack).await {
+                tracing::warn!(error = %e, "cannot acknowledge a message");
+            }
+        }
+        tracing::debug!("intake stopped");
+    }
+}

@@ -1,0 +1,93 @@
+//! MQTT in: polls the connection and hands received messages to intake.
+//!
+//! This task is the only one that drives the rumqttc event loop, so it never
+//! awaits anything that needs the loop to make progress (publishes, acks):
+//! subscribing and the status publish use the non-blocking `try_` calls. On
+//! every ConnAck it subscribes again (the broker may have lost the session),
+//! and after an error it waits a jittered backoff before reconnecting.
+
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::mqtt::{AckToken, Backoff, Client, Event, EventLoop};
+use crate::protocol::Inbound;
+
+pub struct MqttIn {
+    pub client: Client,
+    pub events: EventLoop,
+    pub request_filter: String,
+    pub status_topic: String,
+    pub online_payload: Vec<u8>,
+    pub backoff: Backoff,
+    /// Raw messages for intake.
+    pub to_intake: mpsc::Sender<(Inbound, AckToken)>,
+    /// Stop taking new messages (they stay unacknowledged at the broker and are
+    /// delivered again after a restart).
+    pub stop_intake: CancellationToken,
+    /// mqtt_out has queued its last reply and the DISCONNECT: flush them, then stop.
+    pub stop: CancellationToken,
+}
+
+impl MqttIn {
+    pub async fn run(mut self) {
+        let mut rng = rand::rngs::StdRng::from_os_rng();
+        loop {
+            let event = self.events.poll().await;
+            match event {
+                Ok(Event::Connected { session_present }) => {
+                    self.backoff.reset();
+                    tracing::info!(session_present, "connected to the MQTT broker");
+                    if let Err(e) = self.client.try_subscribe(&self.request_filter) {
+                        tracing::error!(error = %e, "cannot queue the subscription");
+                    }
+                }
+                Ok(Event::Subscribed { granted: true }) => {
+                    tracing::info!(filter = %self.request_filter, "subscribed; answering questions");
+                    if let Err(e) = self.client.try_publish(
+                        &self.status_topic,
+                        self.online_payload.clone(),
+                        true,
+                    ) {
+                        tracing::warn!(error = %e, "cannot queue the online status");
+                    }
+                }
+                Ok(Event::Subscribed { granted: false }) => {
+                    tracing::error!(filter = %self.request_filter, "the broker refused the subscription (check its ACL)");
+                }
+                Ok(Event::Message(inbound, ack)) => {
+                    if self.stop_intake.is_cancelled() {
+                        tracing::debug!(topic = %inbound.topic, "shutting down: left for redelivery");
+                        continue;
+                    }
+                    // Never wait here: intake's acks need this loop to be polled.
+                    // The channel is larger than the broker's in-flight window
+                    // (Receive Maximum), so only a QoS 0 flood can fill it; an
+                    // unacknowledged QoS 1 message is delivered again later.
+                    match self.to_intake.try_send((inbound, ack)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full((m, _))) => {
+                            tracing::warn!(topic = %m.topic, "intake channel full: message left unacknowledged")
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+                Ok(Event::Disconnected) => break,
+                Ok(Event::Other) => {}
+                Err(e) if self.stop.is_cancelled() => {
+                    tracing::warn!(error = %e, "MQTT connection lost while flushing the last replies");
+                    break;
+                }
+                Err(e) => {
+                    let delay = self.backoff.next_delay(&mut rng);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.cancelled() => break,
+                    }
+                }
+            }
+        }
+        tracing::debug!("mqtt_in stopped");
+    }
+}
