@@ -362,6 +362,22 @@ impl TokenSignals {
     }
 }
 
+/// Where the time of an answered question went, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// From receipt until a model started on it (decoding, routing, queues).
+    pub queue_ms: f64,
+    /// Prompt processing until the first token: the time to first token.
+    pub prompt_ms: f64,
+    /// Generating the rest of the answer.
+    pub decode_ms: f64,
+}
+
+/// Milliseconds with two decimals, for replies and reports.
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
 /// The JSON published back to the asker. `error` is null on success.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
@@ -369,19 +385,21 @@ pub struct Reply {
     pub answer: Option<String>,
     pub route: Option<Route>,
     pub model: Option<String>,
-    pub latency_ms: u64,
+    /// From receipt of the request to its reply being handed to MQTT.
+    pub latency_ms: f64,
     /// Tokens generated for the answer.
     pub tokens: u32,
     /// Why generation ended: `eog`, `max_tokens`, `stop`.
     pub finish: Option<String>,
     pub signals: Option<TokenSignals>,
+    pub timing: Option<Timing>,
     /// The board that answered.
     pub node: String,
     pub error: Option<ReplyError>,
 }
 
 impl Reply {
-    pub fn failure(id: Option<String>, node: &str, error: ReplyError, latency_ms: u64) -> Self {
+    pub fn failure(id: Option<String>, node: &str, error: ReplyError, latency_ms: f64) -> Self {
         Self {
             id,
             answer: None,
@@ -391,6 +409,7 @@ impl Reply {
             tokens: 0,
             finish: None,
             signals: None,
+            timing: None,
             node: node.to_string(),
             error: Some(error),
         }
@@ -615,7 +634,7 @@ mod tests {
             Some("a".into()),
             "edge-01",
             ReplyError::new(ErrorCode::Busy, "full"),
-            3,
+            3.0,
         );
         let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
         for k in [

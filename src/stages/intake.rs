@@ -54,7 +54,12 @@ impl Intake {
                             error.retry_after_ms = Some(BUSY_RETRY_AFTER_MS);
                             Some((
                                 a.request.reply,
-                                Reply::failure(Some(a.request.id), &self.node, error, 0),
+                                Reply::failure(
+                                    Some(a.request.id),
+                                    &self.node,
+                                    error,
+                                    protocol::millis(received.elapsed()),
+                                ),
                             ))
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
@@ -68,7 +73,7 @@ impl Intake {
                         reason = %rej.error.message,
                         "rejected a request"
                     );
-                    let latency = received.elapsed().as_millis() as u64;
+                    let latency = protocol::millis(received.elapsed());
                     Some((
                         rej.reply,
                         Reply::failure(rej.id, &self.node, rej.error, latency),

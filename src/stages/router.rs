@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::{Accepted, Outgoing};
 use crate::inference::{Generation, InferenceError, ModelHandle};
-use crate::protocol::{ErrorCode, Reply, ReplyError, Route, TokenSignals};
+use crate::protocol::{millis, ErrorCode, Reply, ReplyError, Route, Timing, TokenSignals};
 
 pub struct Router {
     pub node: String,
@@ -99,11 +99,12 @@ async fn answer(
             Err(_) => Err(InferenceError::DeadlineExceeded { generated: 0 }),
         }
     };
-    let latency_ms = received.elapsed().as_millis() as u64;
+    let latency = received.elapsed();
+    let latency_ms = millis(latency);
     match result {
         Ok(g) => {
             tracing::info!(route = "local", model = %g.model, latency_ms, tokens = g.generated_tokens(), "answered");
-            local_reply(request.id, node, g, latency_ms)
+            local_reply(request.id, node, g, latency)
         }
         Err(e) => {
             let code = match &e {
@@ -123,8 +124,14 @@ async fn answer(
     }
 }
 
-fn local_reply(id: String, node: &str, g: Generation, latency_ms: u64) -> Reply {
+fn local_reply(id: String, node: &str, g: Generation, latency: Duration) -> Reply {
+    let inference = g.time_to_first_token + g.decode_time;
     Reply {
+        timing: Some(Timing {
+            queue_ms: millis(latency.saturating_sub(inference)),
+            prompt_ms: millis(g.time_to_first_token),
+            decode_ms: millis(g.decode_time),
+        }),
         id: Some(id),
         signals: Some(TokenSignals::from_tokens(
             &g.token_probs,
@@ -135,7 +142,7 @@ fn local_reply(id: String, node: &str, g: Generation, latency_ms: u64) -> Reply 
         answer: Some(g.text),
         route: Some(Route::Local),
         model: Some(g.model),
-        latency_ms,
+        latency_ms: millis(latency),
         node: node.to_string(),
         error: None,
     }

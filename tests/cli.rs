@@ -1,0 +1,86 @@
+//! The command line without a broker: config checking and the default config.
+
+mod common;
+
+use std::process::Command;
+
+use common::BIN;
+
+#[test]
+fn check_config_reports_every_problem_and_exits_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "node = \"line 3\"\n[mqtt]\nport = 0\n[limits]\nmax_in_flight = 0\n[[models]]\nname = \"m\"\npath = \"nope.gguf\"\nthreads = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "node:",
+        "mqtt.port:",
+        "limits.max_in_flight:",
+        "models[0].path:",
+        "models[0].threads:",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_names_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.toml");
+    std::fs::write(&file, "node = \"a\"\n[mqtt]\nhots = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `hots`"));
+}
+
+#[test]
+fn default_config_passes_check_config_once_the_model_exists() {
+    let out = Command::new(BIN)
+        .arg("print-default-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.gguf"), b"").unwrap();
+    let file = dir.path().join("swarm.toml");
+    // Point the example's model at a file that exists; nothing else changes.
+    let text = text.replace(
+        "/usr/share/swarm-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "model.gguf",
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn missing_config_file_is_a_config_error() {
+    let out = Command::new(BIN)
+        .args(["check-config", "/nonexistent/swarm.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+}

@@ -1,0 +1,298 @@
+//! Test harness: a real mosquitto broker on a free port, the real service
+//! binary with the real SmolLM2 model, and a small MQTT client.
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
+use swarm_llm::mqtt::{self, Client, ConnectSettings, Event, PublishProps};
+use swarm_llm::protocol::Inbound;
+use tokio::sync::mpsc;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_swarm-llm");
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The SmolLM2 test model, located through the fetch script so the cache
+/// folder has one definition.
+pub fn test_model() -> PathBuf {
+    let out = Command::new(repo_root().join("scripts/fetch-models"))
+        .args(["--only", "smollm2", "--list"])
+        .output()
+        .expect("run scripts/fetch-models");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let path = PathBuf::from(
+        line.split_whitespace()
+            .nth(1)
+            .expect("fetch-models --list prints NAME PATH"),
+    );
+    assert!(
+        path.is_file(),
+        "test model missing at {}: run scripts/fetch-models --test",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16, within: Duration) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < within,
+            "nothing listens on port {port} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A mosquitto broker of our own, killed on drop.
+pub struct Broker {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Self::spawn(dir.path(), port);
+        Broker { port, child, dir }
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Child {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n", dir.display()),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (scripts/setup-system)");
+        wait_for_port(port, Duration::from_secs(10));
+        child
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config for the service under test: the broker, the test model, quick reconnects.
+pub fn service_config(broker: &Broker, node: &str) -> Config {
+    let mut c = Config::example();
+    c.node = node.into();
+    c.mqtt.port = broker.port;
+    c.mqtt.reconnect_min_ms = 100;
+    c.mqtt.reconnect_max_ms = 1000;
+    c.models = vec![ModelConfig {
+        path: test_model(),
+        max_tokens: 48,
+        ..c.models[0].clone()
+    }];
+    c
+}
+
+/// The service binary, killed on drop.
+pub struct Service {
+    pub node: String,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts the binary and waits for its retained "online" status, which it
+    /// publishes only once its subscription is granted.
+    pub async fn start(broker: &Broker, config: &Config) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swarm.toml");
+        std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
+        let mut status = TestClient::connect(broker, MqttProtocol::V5).await;
+        status.subscribe(&config.status_topic()).await;
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info,swarm_llm=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let service = Service {
+            node: config.node.clone(),
+            child,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let m = status
+                .next_message(deadline.saturating_duration_since(Instant::now()))
+                .await
+                .unwrap_or_else(|| panic!("service never said online; log:\n{}", service.log()));
+            if serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()["state"] == "online"
+            {
+                return service;
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain MQTT client for tests, on the library's transport.
+pub struct TestClient {
+    pub client: Client,
+    events: mpsc::Receiver<Event>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+impl TestClient {
+    pub async fn connect(broker: &Broker, protocol: MqttProtocol) -> TestClient {
+        let settings = ConnectSettings {
+            host: "127.0.0.1".into(),
+            port: broker.port,
+            protocol,
+            client_id: format!("test-{:x}", rand_u64()),
+            clean_session: true,
+            keep_alive: Duration::from_secs(30),
+            session_expiry_s: 0,
+            max_packet_bytes: 8 * 1024 * 1024,
+            credentials: None,
+            tls: None,
+            last_will: None,
+            receive_maximum: None,
+        };
+        let (client, mut loop_) = mqtt::connect(&settings, false);
+        let (tx, events) = mpsc::channel(256);
+        let poller = tokio::spawn(async move {
+            while let Ok(e) = loop_.poll().await {
+                if tx.send(e).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut c = TestClient {
+            client,
+            events,
+            poller,
+        };
+        c.wait_for(|e| matches!(e, Event::Connected { .. })).await;
+        c
+    }
+
+    async fn wait_for(&mut self, want: impl Fn(&Event) -> bool) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let e = self.events.recv().await.expect("connection closed");
+                if want(&e) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for an MQTT event");
+    }
+
+    pub async fn subscribe(&mut self, filter: &str) {
+        self.client.try_subscribe(filter).unwrap();
+        self.wait_for(|e| matches!(e, Event::Subscribed { granted: true }))
+            .await;
+    }
+
+    pub async fn publish(&self, topic: &str, payload: &[u8], props: PublishProps) {
+        self.client
+            .publish(topic, payload.to_vec(), false, props)
+            .await
+            .unwrap();
+    }
+
+    pub async fn next_message(&mut self, within: Duration) -> Option<Inbound> {
+        tokio::time::timeout(within, async {
+            loop {
+                match self.events.recv().await? {
+                    Event::Message(m, _) => return Some(m),
+                    _ => continue,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The next message, parsed as a reply.
+    pub async fn reply(&mut self, within: Duration) -> serde_json::Value {
+        let m = self.next_message(within).await.expect("no reply in time");
+        serde_json::from_slice(&m.payload).unwrap()
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        self.poller.abort();
+    }
+}
+
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// Whether an answer names Canberra.
+pub fn says_canberra(reply: &serde_json::Value) -> bool {
+    reply["answer"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase()
+        .contains("canberra")
+}

@@ -1,0 +1,340 @@
+//! The service end to end: a real mosquitto, the real binary, the real
+//! SmolLM2 model. Each test has its own broker and service.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use swarm_llm::config::MqttProtocol;
+use swarm_llm::mqtt::PublishProps;
+
+const QUESTION: &str = "What is the capital city of Australia";
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v5_request_is_answered_on_its_response_topic_with_correlation_data() {
+    let broker = Broker::start();
+    let _service = Service::start(&broker, &service_config(&broker, "v5")).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+    client.subscribe("gw/v5/answers").await;
+    let correlation = vec![0xde, 0xad, 0x00, 0xbe, 0xef];
+    let props = PublishProps {
+        response_topic: Some("gw/v5/answers".into()),
+        correlation_data: Some(correlation.clone()),
+    };
+    client
+        .publish(
+            "swarm/query/line1",
+            br#"{"question":"What is the capital city of Australia"}"#,
+            props,
+        )
+        .await;
+
+    let m = client.next_message(WAIT).await.expect("a reply");
+    assert_eq!(m.topic, "gw/v5/answers");
+    assert_eq!(m.correlation_data, Some(correlation));
+    let reply: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+    assert!(says_canberra(&reply), "{reply}");
+    assert!(reply["error"].is_null());
+    assert_eq!(reply["route"], "local");
+    assert_eq!(reply["model"], "smollm2");
+    assert!(reply["tokens"].as_u64().unwrap() > 0);
+    assert!(reply["latency_ms"].as_f64().unwrap() > 0.0);
+    let signals = &reply["signals"];
+    let p = signals["min_token_prob"].as_f64().unwrap();
+    assert!(p > 0.0 && p <= 1.0, "{signals}");
+    assert!(signals["mean_entropy"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v311_request_is_answered_on_reply_to_with_its_id() {
+    let broker = Broker::start();
+    let _service = Service::start(&broker, &service_config(&broker, "v311")).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V311).await;
+    client.subscribe("gw/v311/answers").await;
+    let payload = br#"{"id":"plc7-42","question":"What is the capital city of Australia","reply_to":"gw/v311/answers"}"#;
+    client
+        .publish("swarm/query/plc7", payload, PublishProps::default())
+        .await;
+    let reply = client.reply(WAIT).await;
+    assert_eq!(reply["id"], "plc7-42");
+    assert!(says_canberra(&reply), "{reply}");
+    assert!(reply["error"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_speaking_mqtt_311_answers_too() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "old-broker");
+    config.mqtt.protocol = MqttProtocol::V311;
+    let _service = Service::start(&broker, &config).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V311).await;
+    client.subscribe("swarm/reply/#").await;
+    client
+        .publish(
+            "swarm/query/gw9",
+            QUESTION.as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    let m = client.next_message(WAIT).await.expect("a reply");
+    assert_eq!(
+        m.topic, "swarm/reply/gw9",
+        "plain text goes to the default reply topic"
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+    assert!(says_canberra(&reply), "{reply}");
+}
+
+/// mosquitto_sub started first, then mosquitto_pub; returns the one reply.
+fn outside_client(port: u16, reply_topic: &str, pub_args: &[&str]) -> serde_json::Value {
+    let port = port.to_string();
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-p",
+            &port,
+            "-t",
+            reply_topic,
+            "-C",
+            "1",
+            "-W",
+            "60",
+            "-q",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed");
+    // mosquitto_sub has no "subscribed" signal; retain is off, so give it time to subscribe.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = Command::new("mosquitto_pub")
+        .args(["-p", &port, "-q", "1"])
+        .args(pub_args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = sub.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mosquitto_pub_and_sub_as_outside_clients() {
+    let broker = Broker::start();
+    let _service = Service::start(&broker, &service_config(&broker, "outside")).await;
+    let p = broker.port;
+    tokio::task::spawn_blocking(move || {
+        // Plain text, MQTT 3.1.1: the reply goes to the default topic.
+        let r = outside_client(p, "swarm/reply/line4", &["-t", "swarm/query/line4", "-m", QUESTION]);
+        assert!(says_canberra(&r), "{r}");
+        // JSON with reply_to, MQTT 3.1.1.
+        let payload = r#"{"id":"ms-1","question":"What is the capital city of Australia","reply_to":"plant/answers/ms"}"#;
+        let r = outside_client(p, "plant/answers/ms", &["-t", "swarm/query/x", "-m", payload]);
+        assert_eq!(r["id"], "ms-1");
+        assert!(says_canberra(&r), "{r}");
+        // MQTT 5 with Response Topic and Correlation Data properties.
+        let r = outside_client(
+            p,
+            "plant/answers/v5",
+            &["-V", "mqttv5", "-t", "swarm/query/y", "-m", QUESTION,
+              "-D", "publish", "response-topic", "plant/answers/v5", "-D", "publish", "correlation-data", "corr-1"],
+        );
+        assert!(says_canberra(&r), "{r}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_get_error_replies_and_the_service_keeps_answering() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "bad-inputs");
+    // A small context so that a question within the byte limit overflows it.
+    config.models[0].context_size = 256;
+    let service = Service::start(&broker, &config).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+    client.subscribe("swarm/reply/#").await;
+
+    let long_question = format!(
+        r#"{{"question":"{}"}}"#,
+        "why does the pump trip ".repeat(60)
+    );
+    let oversize = vec![b'a'; 1_200_000];
+    let bad: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "malformed JSON",
+            br#"{"question": "x", "#.to_vec(),
+            "malformed_json",
+        ),
+        (
+            "unknown field",
+            br#"{"question":"x","colour":"red"}"#.to_vec(),
+            "invalid_request",
+        ),
+        (
+            "duplicate key",
+            br#"{"question":"x","question":"y"}"#.to_vec(),
+            "invalid_request",
+        ),
+        (
+            "empty question",
+            br#"{"question":"   "}"#.to_vec(),
+            "empty_question",
+        ),
+        ("empty payload", b"".to_vec(), "empty_question"),
+        ("oversize payload (1.2 MB)", oversize, "payload_too_large"),
+        ("oversize question", vec![b'q'; 5000], "question_too_long"),
+        (
+            "non-UTF-8 bytes",
+            b"caf\xc3\x28 \xff".to_vec(),
+            "invalid_utf8",
+        ),
+        (
+            "control characters",
+            b"stop\x1b[2J the line".to_vec(),
+            "invalid_request",
+        ),
+        (
+            "wildcard reply topic",
+            br#"{"question":"x","reply_to":"a/#"}"#.to_vec(),
+            "invalid_reply_topic",
+        ),
+        (
+            "reply topic inside the request filter",
+            br#"{"question":"x","reply_to":"swarm/query/z"}"#.to_vec(),
+            "invalid_reply_topic",
+        ),
+        (
+            "longer than the context",
+            long_question.into_bytes(),
+            "context_overflow",
+        ),
+    ];
+    for (i, (what, payload, code)) in bad.into_iter().enumerate() {
+        let topic = format!("swarm/query/bad{i}");
+        client
+            .publish(&topic, &payload, PublishProps::default())
+            .await;
+        let m = client
+            .next_message(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("{what}: no reply"));
+        assert_eq!(m.topic, format!("swarm/reply/bad{i}"), "{what}");
+        let reply: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(reply["error"]["code"], code, "{what}: {reply}");
+        assert!(
+            !reply["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}"
+        );
+        assert!(reply["answer"].is_null(), "{what}");
+
+        client
+            .publish(
+                &format!("swarm/query/good{i}"),
+                QUESTION.as_bytes(),
+                PublishProps::default(),
+            )
+            .await;
+        let reply = client.reply(WAIT).await;
+        assert!(says_canberra(&reply), "after {what}: {reply}");
+    }
+    let log = service.log();
+    assert!(
+        log.matches("rejected a request").count() >= 11,
+        "each rejection is logged:\n{log}"
+    );
+    assert!(
+        log.contains("not answered") && log.contains("ContextOverflow"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_answers_the_question_in_flight_then_says_offline() {
+    let broker = Broker::start();
+    let mut service = Service::start(&broker, &service_config(&broker, "drain")).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+    client.subscribe("swarm/reply/#").await;
+    client
+        .publish(
+            "swarm/query/drain",
+            QUESTION.as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    // Signal only once the question is accepted: before that, shutdown rightly
+    // leaves it unacknowledged at the broker for the next start.
+    let started = std::time::Instant::now();
+    while !service.log().contains("accepted") {
+        assert!(
+            started.elapsed() < WAIT,
+            "never accepted:\n{}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let s = service.terminate();
+        (s, service)
+    });
+    let reply = client.reply(WAIT).await;
+    assert!(says_canberra(&reply), "{reply}");
+    let (status, service) = status.await.unwrap();
+    assert!(status.success(), "exit {status:?}\n{}", service.log());
+
+    let mut watcher = TestClient::connect(&broker, MqttProtocol::V5).await;
+    watcher.subscribe("swarm/status/drain").await;
+    let m = watcher
+        .next_message(Duration::from_secs(5))
+        .await
+        .expect("retained status");
+    let s: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(s["state"], "offline");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ask_command_prints_the_reply_for_both_protocols() {
+    let broker = Broker::start();
+    let _service = Service::start(&broker, &service_config(&broker, "ask")).await;
+    let url = broker.url();
+    tokio::task::spawn_blocking(move || {
+        for mqtt in ["5", "3.1.1"] {
+            let out = Command::new(BIN)
+                .args(["ask", "--broker", &url, "--mqtt", mqtt, QUESTION])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{mqtt}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert!(says_canberra(&reply), "{reply}");
+        }
+        // A reply with an error exits 3, so scripts can tell.
+        let out = Command::new(BIN)
+            .args(["ask", "--broker", &url, "   "])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ask_times_out_with_its_own_exit_code_when_nobody_answers() {
+    let broker = Broker::start();
+    let out = Command::new(BIN)
+        .args(["ask", "--broker", &broker.url(), "--timeout", "1", QUESTION])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
