@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::CloudConfig;
+use crate::route::policy::Policy;
+use crate::route::safety::{SafetyClassifier, SafetyConfig};
+
 /// Process exit code for a configuration problem (`EX_CONFIG` from sysexits.h);
 /// the unit file lists it in `RestartPreventExitStatus` so a bad file does not
 /// restart-loop.
@@ -71,9 +75,30 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub inference: InferenceConfig,
+    /// Thresholds of the routing policy.
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub safety: SafetyConfig,
+    /// The large model behind an OpenAI-compatible API; without it, questions
+    /// the small models cannot answer well get a degraded local answer.
+    #[serde(default)]
+    pub cloud: Option<CloudConfig>,
     /// The local small models. Each one is owned by its own inference thread.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Models that vote, in the order they are asked (the first model's answer
+    /// is reused); default: all models.
+    pub swarm: Vec<String>,
+    /// Request topic filters whose questions must never leave the board (data residency).
+    pub cloud_never: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -175,7 +200,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_payload_bytes: 64 * 1024,
-            max_question_bytes: 4096,
+            max_question_bytes: 2048,
             intake_queue: 64,
             max_in_flight: 8,
             default_deadline_ms: 120_000,
@@ -220,6 +245,12 @@ pub struct ModelConfig {
     pub context_size: u32,
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// Prompt tokens processed per llama.cpp step (micro-batch). llama.cpp
+    /// reserves its compute buffer for this many tokens' logits, so it bounds
+    /// memory (about vocabulary x 4 bytes per token); prompts longer than it
+    /// are processed in several steps.
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: u32,
     /// Layers offloaded to the GPU (needs the `cuda` build); 0 keeps it on the CPU.
     #[serde(default)]
     pub gpu_layers: u32,
@@ -238,15 +269,25 @@ pub struct ModelConfig {
     /// Jobs waiting for this model's thread.
     #[serde(default = "default_queue_depth")]
     pub queue_depth: usize,
+    /// How much this model's votes count in a swarm vote (times its confidence).
+    #[serde(default = "default_vote_weight")]
+    pub vote_weight: f32,
+}
+
+fn default_vote_weight() -> f32 {
+    1.0
 }
 
 fn default_threads() -> u32 {
     std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
 }
 fn default_context_size() -> u32 {
-    2048
+    1024
 }
 fn default_max_tokens() -> u32 {
+    128
+}
+fn default_batch_tokens() -> u32 {
     128
 }
 fn default_queue_depth() -> usize {
@@ -334,7 +375,43 @@ impl Config {
                 );
             }
         }
+        for (i, name) in self.routing.swarm.iter().enumerate() {
+            if !self.models.iter().any(|m| &m.name == name) {
+                v.add(
+                    format!("routing.swarm[{i}]"),
+                    format!("{name:?} is not the name of a configured model"),
+                );
+            }
+        }
+        for (i, f) in self.routing.cloud_never.iter().enumerate() {
+            if let Err(e) = crate::topic::validate_filter(f) {
+                v.add(format!("routing.cloud_never[{i}]"), e);
+            }
+        }
+        for (key, message) in self.policy.validate("policy") {
+            v.add(key, message);
+        }
+        if let Err(e) = SafetyClassifier::new(&self.safety) {
+            v.add("safety", e.to_string());
+        }
+        if !(self.safety.threshold > 0.0 && self.safety.threshold <= 1.0) {
+            v.add("safety.threshold", "must be above 0 and at most 1");
+        }
+        if let Some(cloud) = &self.cloud {
+            for (key, message) in cloud.validate("cloud") {
+                v.add(key, message);
+            }
+        }
         v.problems
+    }
+
+    /// The models that vote, in order: `routing.swarm`, or all models.
+    pub fn swarm_models(&self) -> Vec<&str> {
+        if self.routing.swarm.is_empty() {
+            self.models.iter().map(|m| m.name.as_str()).collect()
+        } else {
+            self.routing.swarm.iter().map(String::as_str).collect()
+        }
     }
 
     /// The model that answers locally.
@@ -364,17 +441,23 @@ impl Config {
             mqtt: MqttConfig::default(),
             limits: LimitsConfig::default(),
             inference: InferenceConfig::default(),
+            policy: Policy::default(),
+            routing: RoutingConfig::default(),
+            safety: SafetyConfig::default(),
+            cloud: Some(CloudConfig::default()),
             models: vec![ModelConfig {
                 name: "smollm2".into(),
                 path: "/usr/share/swarm-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
                 threads: 2,
                 context_size: default_context_size(),
                 max_tokens: 64,
+                batch_tokens: default_batch_tokens(),
                 gpu_layers: 0,
                 prompt_template: None,
                 stop: vec![],
                 temperature: 0.0,
                 queue_depth: default_queue_depth(),
+                vote_weight: default_vote_weight(),
             }],
         }
     }
@@ -496,6 +579,12 @@ impl ModelConfig {
                 "must be above 0 and below context_size",
             );
         }
+        if !(16..=self.context_size).contains(&self.batch_tokens) {
+            v.add(
+                format!("{key}.batch_tokens"),
+                "must be between 16 and context_size",
+            );
+        }
         if let Some(t) = &self.prompt_template {
             if let Err(e) = crate::prompt::validate_template(t) {
                 v.add(format!("{key}.prompt_template"), e);
@@ -509,6 +598,9 @@ impl ModelConfig {
         }
         if self.queue_depth == 0 {
             v.add(format!("{key}.queue_depth"), "must be above 0");
+        }
+        if !(0.0..=10.0).contains(&self.vote_weight) {
+            v.add(format!("{key}.vote_weight"), "must be between 0 and 10");
         }
     }
 }

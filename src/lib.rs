@@ -13,22 +13,37 @@
 //!   broker), [`stages::intake`] (decodes, admits or refuses, acknowledges),
 //!   [`stages::router`] (answers, with bounded concurrency and a drain on
 //!   shutdown), [`stages::mqtt_out`] (publishes replies and status).
+//! - [`pipeline`]: answers one question by following the routing policy with
+//!   the models and the cloud; shared by the router stage and the measurement
+//!   commands.
+//! - [`route`]: the pure routing core: [`route::safety`] (the safety signal),
+//!   [`route::signals`] (uncertainty, difficulty, AUROC), [`route::vote`]
+//!   (normalising and tallying the swarm's answers), [`route::policy`]
+//!   (local, swarm, cloud or refuse).
+//! - [`cloud`]: OpenAI-compatible client with retries, circuit breaker and budget.
 //! - [`inference`]: one OS thread per model owning its llama.cpp context;
 //!   [`inference::sampling`] is the pure per-token maths (choice, probability,
 //!   entropy).
 //! - [`protocol`]: the request and reply formats (pure).
 //! - [`prompt`]: prompt assembly, keeping the question apart from the template (pure).
 //! - [`topic`]: MQTT topic rules (pure).
+//! - [`text`]: reading numbers, units and words in answers (pure).
+//! - [`workload`]: labelled question sets and the scorer.
 //! - [`config`]: typed TOML config and the validation that reports every problem.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
 //! - [`ask`]: the command-line client.
 
 pub mod ask;
+pub mod cloud;
 pub mod config;
 pub mod inference;
 pub mod mqtt;
+pub mod pipeline;
 pub mod prompt;
 pub mod protocol;
+pub mod route;
 pub mod service;
 pub mod stages;
+pub mod text;
 pub mod topic;
+pub mod workload;

@@ -166,6 +166,7 @@ pub fn connect(s: &ConnectSettings, manual_acks: bool) -> (Client, EventLoop) {
                 o.set_session_expiry_interval(Some(s.session_expiry_s));
             }
             o.set_receive_maximum(s.receive_maximum);
+            o.set_network_options(network_options());
             if let Some((u, p)) = &s.credentials {
                 o.set_credentials(u, p);
             }
@@ -204,10 +205,20 @@ pub fn connect(s: &ConnectSettings, manual_acks: bool) -> (Client, EventLoop) {
                     true,
                 ));
             }
-            let (c, l) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+            let (c, mut l) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
+            l.set_network_options(network_options());
             (Client::V4(c), EventLoop::V4(Box::new(l)))
         }
     }
+}
+
+/// TCP_NODELAY: a PUBACK followed at once by a reply is two small writes, and
+/// with Nagle's algorithm the second waits for the broker's delayed ACK
+/// (about 40 ms on Linux) before it leaves.
+fn network_options() -> rumqttc::NetworkOptions {
+    let mut n = rumqttc::NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n
 }
 
 fn transport(tls: &TlsFiles) -> rumqttc::Transport {

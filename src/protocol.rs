@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::route::signals::Uncertainty;
 use crate::topic;
 
 /// An MQTT message as the transport hands it over, whatever the protocol version.
@@ -34,6 +35,8 @@ pub struct ReplyAddress {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub id: String,
+    /// The topic it arrived on (data residency is decided per topic).
+    pub topic: String,
     pub question: String,
     pub reply: ReplyAddress,
     /// The asker's cap on answer length; the model's own cap still applies.
@@ -254,6 +257,7 @@ pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<R
     };
     Ok(Request {
         id: id.unwrap_or_else(|| fallback_id.to_string()),
+        topic: msg.topic.clone(),
         question: question.to_string(),
         reply,
         max_tokens,
@@ -293,13 +297,7 @@ fn loose_fields(text: &str) -> LooseFields {
     }
 }
 
-/// How a question was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Route {
-    /// One local small model answered.
-    Local,
-}
+pub use crate::route::policy::Route;
 
 /// Machine-readable reason a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,37 +338,59 @@ impl ReplyError {
     }
 }
 
-/// Per-token signals of the answering model, summarised for the reply.
+/// The signals that chose the route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenSignals {
-    /// Lowest probability the model gave a token it chose.
-    pub min_token_prob: f32,
-    /// Mean entropy (nats) of the next-token distributions.
-    pub mean_entropy: f32,
+pub struct Signals {
+    /// The first model's confidence in its answer (the policy's signal), when it answered.
+    pub confidence: Option<f32>,
+    /// Token statistics of the first model's answer.
+    pub uncertainty: Option<Uncertainty>,
+    /// Difficulty estimated from the question alone, in [0, 1].
+    pub difficulty: f32,
+    pub safety: SafetySignal,
 }
 
-impl TokenSignals {
-    pub fn from_tokens(probs: &[f32], entropies: &[f32]) -> Self {
-        Self {
-            min_token_prob: probs.iter().copied().fold(1.0, f32::min),
-            mean_entropy: if entropies.is_empty() {
-                0.0
-            } else {
-                entropies.iter().sum::<f32>() / entropies.len() as f32
-            },
-        }
-    }
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SafetySignal {
+    pub score: f32,
+    pub flagged: bool,
+    /// Names of the rules that fired.
+    pub reasons: Vec<String>,
+}
+
+/// One model's answer in a swarm vote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vote {
+    pub model: String,
+    pub answer: String,
+    pub confidence: f32,
+    /// Answers with the same group number were counted as the same answer.
+    pub group: usize,
+}
+
+/// What a cloud call cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub bytes_sent: u64,
+    pub attempts: u32,
 }
 
 /// Where the time of an answered question went, in milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
-    /// From receipt until a model started on it (decoding, routing, queues).
+    /// From receipt until the first model started on it (decoding, queues).
     pub queue_ms: f64,
-    /// Prompt processing until the first token: the time to first token.
+    /// The first model's prompt processing: its time to first token.
     pub prompt_ms: f64,
-    /// Generating the rest of the answer.
+    /// The first model's generation after the first token.
     pub decode_ms: f64,
+    /// The other models of a swarm vote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_ms: Option<f64>,
 }
 
 /// Milliseconds with two decimals, for replies and reports.
@@ -383,15 +403,28 @@ pub fn millis(d: std::time::Duration) -> f64 {
 pub struct Reply {
     pub id: Option<String>,
     pub answer: Option<String>,
+    /// `local`, `swarm`, `cloud` or `refuse`; null on error.
     pub route: Option<Route>,
+    /// The model whose answer this is.
     pub model: Option<String>,
+    /// Why the answer is below the policy's bar (the cloud failed, was not
+    /// allowed or not available); null when it is not.
+    pub degraded: Option<String>,
+    /// For safety-flagged questions: what was flagged and the safe procedure.
+    pub safety_notice: Option<String>,
     /// From receipt of the request to its reply being handed to MQTT.
     pub latency_ms: f64,
-    /// Tokens generated for the answer.
+    /// Tokens generated for the answer (end-of-generation included).
     pub tokens: u32,
-    /// Why generation ended: `eog`, `max_tokens`, `stop`.
+    /// Tokens of the prompt the first model read (template and question).
+    pub prompt_tokens: u32,
+    /// Why the first model's generation ended: `eog`, `max_tokens`, `stop`.
     pub finish: Option<String>,
-    pub signals: Option<TokenSignals>,
+    pub signals: Option<Signals>,
+    pub votes: Option<Vec<Vote>>,
+    /// Share of the confidence-weighted votes behind the winning answer.
+    pub agreement: Option<f32>,
+    pub cloud: Option<CloudUsage>,
     pub timing: Option<Timing>,
     /// The board that answered.
     pub node: String,
@@ -399,19 +432,34 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn failure(id: Option<String>, node: &str, error: ReplyError, latency_ms: f64) -> Self {
+    /// A reply with nothing filled in yet.
+    pub fn empty(id: Option<String>, node: &str) -> Self {
         Self {
             id,
             answer: None,
             route: None,
             model: None,
-            latency_ms,
+            degraded: None,
+            safety_notice: None,
+            latency_ms: 0.0,
             tokens: 0,
+            prompt_tokens: 0,
             finish: None,
             signals: None,
+            votes: None,
+            agreement: None,
+            cloud: None,
             timing: None,
             node: node.to_string(),
+            error: None,
+        }
+    }
+
+    pub fn failure(id: Option<String>, node: &str, error: ReplyError, latency_ms: f64) -> Self {
+        Self {
+            latency_ms,
             error: Some(error),
+            ..Self::empty(id, node)
         }
     }
 

@@ -14,6 +14,7 @@
 //! timeout, mqtt_out publishes every reply, the offline status and DISCONNECT,
 //! and mqtt_in flushes them to the broker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -21,10 +22,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cloud::{self, CloudClient, CloudError};
 use crate::config::Config;
 use crate::inference::{self, InferenceError, ModelHandle};
 use crate::mqtt::{self, Backoff, ConnectSettings, MqttError};
+use crate::pipeline::Pipeline;
 use crate::protocol::DecodeRules;
+use crate::route::safety::SafetyError;
 use crate::stages::{intake::Intake, mqtt_in::MqttIn, mqtt_out::MqttOut, router::Router};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +37,10 @@ pub enum ServiceError {
     Model(#[from] InferenceError),
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    #[error(transparent)]
+    Safety(#[from] SafetyError),
+    #[error("cloud client: {0}")]
+    Cloud(#[from] CloudError),
 }
 
 /// How many unacknowledged QoS 1 questions the broker may send us at once
@@ -70,15 +78,23 @@ pub async fn load_models(config: &Config) -> Result<Vec<ModelHandle>, InferenceE
     Ok(models)
 }
 
+/// The answering pipeline over the loaded models, with the cloud client when
+/// one is configured (its key from a systemd credential or the environment).
+pub fn build_pipeline(config: &Config, models: &[ModelHandle]) -> Result<Pipeline, ServiceError> {
+    let cloud = match &config.cloud {
+        Some(c) => Some(CloudClient::new(
+            c.clone(),
+            cloud::api_key_from_environment(),
+        )?),
+        None => None,
+    };
+    Ok(Pipeline::new(config, models, cloud)?)
+}
+
 /// Runs the service until `shutdown` is cancelled and the drain is complete.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let models = load_models(&config).await?;
-    let default_model = config.default_model().name.clone();
-    let model = models
-        .iter()
-        .find(|m| m.info.name == default_model)
-        .expect("validated")
-        .clone();
+    let pipeline = Arc::new(build_pipeline(&config, &models)?);
 
     let status_topic = config.status_topic();
     let mut settings = ConnectSettings::from_config(&config.mqtt, config.client_id())?;
@@ -129,8 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     );
     tasks.spawn(
         Router {
-            node: config.node.clone(),
-            model,
+            pipeline,
             requests: accepted_rx,
             to_out: out_tx,
             max_in_flight: config.limits.max_in_flight,

@@ -2,24 +2,28 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::BIN;
 
-#[test]
-fn check_config_reports_every_problem_and_exits_78() {
+/// Writes `text` as a config file (with an empty model file beside it) and runs check-config on it.
+fn check_config(text: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bad.toml");
-    std::fs::write(
-        &file,
-        "node = \"line 3\"\n[mqtt]\nport = 0\n[limits]\nmax_in_flight = 0\n[[models]]\nname = \"m\"\npath = \"nope.gguf\"\nthreads = 0\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
+    std::fs::write(dir.path().join("model.gguf"), b"").unwrap();
+    let file = dir.path().join("swarm.toml");
+    std::fs::write(&file, text).unwrap();
+    Command::new(BIN)
         .arg("check-config")
         .arg(&file)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn check_config_reports_every_problem_and_exits_78() {
+    let out = check_config(
+        "node = \"line 3\"\n[mqtt]\nport = 0\n[limits]\nmax_in_flight = 0\n[[models]]\nname = \"m\"\npath = \"nope.gguf\"\nthreads = 0\n",
+    );
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
     for key in [
@@ -35,14 +39,7 @@ fn check_config_reports_every_problem_and_exits_78() {
 
 #[test]
 fn check_config_names_an_unknown_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("typo.toml");
-    std::fs::write(&file, "node = \"a\"\n[mqtt]\nhots = \"x\"\n").unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config("node = \"a\"\n[mqtt]\nhots = \"x\"\n");
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `hots`"));
 }
@@ -55,20 +52,12 @@ fn default_config_passes_check_config_once_the_model_exists() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("model.gguf"), b"").unwrap();
-    let file = dir.path().join("swarm.toml");
     // Point the example's model at a file that exists; nothing else changes.
     let text = text.replace(
         "/usr/share/swarm-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf",
         "model.gguf",
     );
-    std::fs::write(&file, text).unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&text);
     assert!(
         out.status.success(),
         "{}",

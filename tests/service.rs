@@ -43,9 +43,11 @@ async fn v5_request_is_answered_on_its_response_topic_with_correlation_data() {
     assert!(reply["tokens"].as_u64().unwrap() > 0);
     assert!(reply["latency_ms"].as_f64().unwrap() > 0.0);
     let signals = &reply["signals"];
-    let p = signals["min_token_prob"].as_f64().unwrap();
+    let p = signals["uncertainty"]["min_prob"].as_f64().unwrap();
     assert!(p > 0.0 && p <= 1.0, "{signals}");
-    assert!(signals["mean_entropy"].as_f64().unwrap() >= 0.0);
+    assert!(signals["uncertainty"]["mean_entropy"].as_f64().unwrap() >= 0.0);
+    assert!((0.0..=1.0).contains(&signals["confidence"].as_f64().unwrap()));
+    assert_eq!(signals["safety"]["flagged"], false);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -234,6 +234,7 @@ fn worker_main(
     let ctx_params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(config.context_size))
         .with_n_batch(config.context_size)
+        .with_n_ubatch(config.batch_tokens)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let ctx = match model.new_context(backend(), ctx_params) {
@@ -346,7 +347,11 @@ impl Worker<'_> {
             as usize;
         let limit = limit.min(n_ctx - tokens.len());
 
-        self.ctx.clear_kv_cache();
+        // Forget the previous question's cells; their data is simply overwritten
+        // (clearing the data too would memset the whole cache every time).
+        self.ctx
+            .clear_kv_cache_seq(None, None, None)
+            .map_err(|e| decode_err(&e))?;
         self.batch.clear();
         let last = tokens.len() - 1;
         for (i, t) in tokens.iter().enumerate() {

@@ -25,37 +25,83 @@ pub struct Step {
 /// on the sampling setting.
 pub fn step(logits: &[f32], temperature: f32, rng: &mut impl Rng) -> Step {
     assert!(!logits.is_empty(), "empty logits");
-    let (argmax, max) =
-        logits
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                if v > bv {
-                    (i, v)
-                } else {
-                    (bi, bv)
-                }
-            });
-    let mut z = 0.0f64;
-    let mut weighted = 0.0f64;
-    for &l in logits {
-        let d = (l - max) as f64;
-        let e = d.exp();
-        z += e;
-        weighted += e * d;
-    }
-    let entropy = (z.ln() - weighted / z) as f32;
+    let max = max_logit(logits);
+    let (z, weighted) = exp_sums(logits, max);
+    let entropy = z.ln() - weighted / z;
     let token = if temperature > 0.0 {
         draw(logits, max, temperature, rng)
     } else {
-        argmax
+        logits
+            .iter()
+            .position(|&l| l == max)
+            .expect("the maximum is one of the logits")
     };
-    let prob = (((logits[token] - max) as f64).exp() / z) as f32;
+    let prob = fast_exp(logits[token] - max) / z;
     Step {
         token,
         prob,
         entropy,
     }
+}
+
+/// Lanes for the reductions below: independent accumulators let the compiler
+/// use the full SIMD width (AVX-512, AVX2 or NEON) instead of a serial chain.
+const LANES: usize = 16;
+
+fn max_logit(logits: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
+        }
+    }
+    rest.iter()
+        .chain(lanes.iter())
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Returns (Z, sum e^(l-m) (l-m)) with Z = sum e^(l-m).
+fn exp_sums(logits: &[f32], max: f32) -> (f32, f32) {
+    let mut z = [0.0f32; LANES];
+    let mut w = [0.0f32; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            let d = c[k] - max;
+            let e = fast_exp(d);
+            z[k] += e;
+            w[k] += e * d;
+        }
+    }
+    let (mut zs, mut ws) = (z.iter().sum::<f32>(), w.iter().sum::<f32>());
+    for &l in rest {
+        let d = l - max;
+        let e = fast_exp(d);
+        zs += e;
+        ws += e * d;
+    }
+    (zs, ws)
+}
+
+/// e^x for x <= 0, to about 2e-5 relative: 2^(x log2 e) split into an integer
+/// power (put straight into the exponent bits) and a degree-6 polynomial for
+/// the fraction. Unlike the libm call it vectorises, which makes the per-token
+/// statistics a small fraction of a decode step even for a 262k vocabulary.
+#[inline(always)]
+fn fast_exp(x: f32) -> f32 {
+    let t = x.max(-87.0) * std::f32::consts::LOG2_E;
+    let i = t.floor();
+    let f = t - i;
+    let p = 1.0
+        + f * (0.693_147_2
+            + f * (0.240_226_5
+                + f * (0.055_504_11
+                    + f * (0.009_618_129 + f * (0.001_333_355 + f * 0.000_154_035_3)))));
+    f32::from_bits((p.to_bits() as i32 + ((i as i32) << 23)) as u32)
 }
 
 fn draw(logits: &[f32], max: f32, temperature: f32, rng: &mut impl Rng) -> usize {
@@ -94,7 +140,7 @@ mod tests {
         let s = step(&logits, 0.0, &mut rng());
         assert_eq!(s.token, 1);
         let z: f32 = logits.iter().map(|l| l.exp()).sum();
-        assert!((s.prob - 3.0f32.exp() / z).abs() < 1e-6);
+        assert!((s.prob - 3.0f32.exp() / z).abs() < 1e-4);
     }
 
     #[test]
@@ -108,22 +154,57 @@ mod tests {
                 -p * p.ln()
             })
             .sum();
-        assert!((step(&logits, 0.0, &mut rng()).entropy as f64 - h).abs() < 1e-6);
+        assert!((step(&logits, 0.0, &mut rng()).entropy as f64 - h).abs() < 1e-4);
     }
 
     #[test]
     fn uniform_distribution_has_maximal_entropy_and_certain_one_none() {
         let s = step(&[0.0; 8], 0.0, &mut rng());
-        assert!((s.entropy - 8f32.ln()).abs() < 1e-6);
-        assert!((s.prob - 0.125).abs() < 1e-6);
+        assert!((s.entropy - 8f32.ln()).abs() < 1e-4);
+        assert!((s.prob - 0.125).abs() < 1e-4);
         let s = step(&[0.0, 100.0, 0.0], 0.0, &mut rng());
-        assert!(s.entropy < 1e-6 && (s.prob - 1.0).abs() < 1e-6);
+        assert!(s.entropy < 1e-4 && (s.prob - 1.0).abs() < 1e-4);
     }
 
     #[test]
     fn large_logits_do_not_overflow() {
         let s = step(&[1.0e4, 1.0e4 - 1.0], 0.0, &mut rng());
         assert!(s.prob.is_finite() && s.entropy.is_finite());
+    }
+
+    #[test]
+    fn fast_exp_is_accurate_over_the_range_it_serves() {
+        for i in 0..=20_000 {
+            let x = -(i as f32) * 0.004; // 0 down to -80
+            let (got, want) = (fast_exp(x) as f64, (x as f64).exp());
+            assert!((got - want).abs() <= 3e-5 * want, "x={x}: {got} vs {want}");
+        }
+        assert!(fast_exp(-1.0e4) >= 0.0 && fast_exp(-1.0e4) < 1e-37);
+    }
+
+    #[test]
+    fn a_large_vocabulary_matches_the_exact_computation() {
+        let mut r = rng();
+        let logits: Vec<f32> = (0..150_001)
+            .map(|_| r.random_range(-20.0f32..15.0))
+            .collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let z: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
+        let h: f64 = logits
+            .iter()
+            .map(|&l| {
+                let p = (l as f64 - max).exp() / z;
+                -p * p.ln()
+            })
+            .sum();
+        let s = step(&logits, 0.0, &mut r);
+        assert_eq!(logits[s.token] as f64, max);
+        assert!(
+            (s.entropy as f64 - h).abs() < 1e-3 * h,
+            "{} vs {h}",
+            s.entropy
+        );
+        assert!((s.prob as f64 - 1.0 / z).abs() < 1e-3 / z);
     }
 
     #[test]

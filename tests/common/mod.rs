@@ -18,11 +18,11 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The SmolLM2 test model, located through the fetch script so the cache
-/// folder has one definition.
-pub fn test_model() -> PathBuf {
+/// A model file by its fetch-script name (smollm2, gemma3, qwen05, qwen15),
+/// located through the script so the cache folder has one definition.
+pub fn model_path(name: &str) -> PathBuf {
     let out = Command::new(repo_root().join("scripts/fetch-models"))
-        .args(["--only", "smollm2", "--list"])
+        .args(["--only", name, "--list"])
         .output()
         .expect("run scripts/fetch-models");
     let line = String::from_utf8_lossy(&out.stdout);
@@ -33,10 +33,15 @@ pub fn test_model() -> PathBuf {
     );
     assert!(
         path.is_file(),
-        "test model missing at {}: run scripts/fetch-models --test",
+        "model {name} missing at {}: run scripts/fetch-models --only {name}",
         path.display()
     );
     path
+}
+
+/// The small model the tests run on.
+pub fn test_model() -> PathBuf {
+    model_path("smollm2")
 }
 
 pub fn free_port() -> u16 {
@@ -77,7 +82,10 @@ impl Broker {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n", dir.display()),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence true\npersistence_location {}/\n",
+                dir.display()
+            ),
         )
         .unwrap();
         let child = Command::new("mosquitto")
@@ -110,6 +118,7 @@ pub fn service_config(broker: &Broker, node: &str) -> Config {
     c.mqtt.port = broker.port;
     c.mqtt.reconnect_min_ms = 100;
     c.mqtt.reconnect_max_ms = 1000;
+    c.cloud = None;
     c.models = vec![ModelConfig {
         path: test_model(),
         max_tokens: 48,

@@ -1,0 +1,241 @@
+//! Service-path benchmark: for each of the three small models at the same
+//! thread count, time to first token and decode tokens/s measured through the
+//! real service (a question published to mosquitto, the reply read back),
+//! next to llama.cpp's own `llama-bench` on the same file, threads and prompt
+//! length, as ratios; the MQTT-in to MQTT-out time beyond inference; and the
+//! service's resident memory with all three models loaded.
+//!
+//! Run it with `scripts/bench` (which fetches the models and builds
+//! llama-bench), or directly: `SWARM_LLM_LLAMA_BENCH=path/to/llama-bench
+//! cargo bench --bench service`. Settings: SWARM_LLM_BENCH_THREADS (default 2),
+//! SWARM_LLM_BENCH_RUNS (default 10), SWARM_LLM_BENCH_TOKENS (default 64).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
+use swarm_llm::mqtt::PublishProps;
+
+/// A question whose honest answer is long, so every run decodes the full budget.
+const QUESTION: &str = "Count from 1 to 200, writing every number, separated by commas.";
+/// Few-shot completion prompt for the Gemma base model (no chat template in its file).
+const GEMMA_TEMPLATE: &str = "Answer each question.\n\nQuestion: What does CPU stand for?\nAnswer: central processing unit\n\nQuestion: {question}\nAnswer:";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Stats {
+    mean: f64,
+    p50: f64,
+    p95: f64,
+}
+
+fn stats(mut xs: Vec<f64>) -> Stats {
+    xs.sort_by(f64::total_cmp);
+    let q = |p: f64| xs[((xs.len() - 1) as f64 * p).round() as usize];
+    Stats {
+        mean: xs.iter().sum::<f64>() / xs.len() as f64,
+        p50: q(0.5),
+        p95: q(0.95),
+    }
+}
+
+fn model_config(name: &str, threads: u32) -> ModelConfig {
+    let base = Config::example().models[0].clone();
+    let (file, template) = match name {
+        "gemma3" => ("gemma3", Some(GEMMA_TEMPLATE.to_string())),
+        other => (other, None),
+    };
+    ModelConfig {
+        name: name.into(),
+        path: model_path(file),
+        threads,
+        max_tokens: 256,
+        prompt_template: template,
+        ..base
+    }
+}
+
+/// llama-bench's mean tokens/s for prompt processing of `prompt` tokens and
+/// generation of `gen` tokens.
+fn llama_bench(
+    bin: &str,
+    model: &std::path::Path,
+    threads: u32,
+    prompt: u32,
+    gen: u32,
+    runs: u32,
+) -> (f64, f64) {
+    let out = Command::new(bin)
+        .arg("-m")
+        .arg(model)
+        .args([
+            "-t",
+            &threads.to_string(),
+            "-p",
+            &prompt.to_string(),
+            "-n",
+            &gen.to_string(),
+        ])
+        .args(["-r", &runs.to_string(), "-o", "json"])
+        .output()
+        .expect("run llama-bench");
+    assert!(
+        out.status.success(),
+        "llama-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("llama-bench JSON");
+    let ts = |want_prompt: bool| {
+        rows.iter()
+            .find(|r| (r["n_prompt"].as_u64().unwrap() > 0) == want_prompt)
+            .and_then(|r| r["avg_ts"].as_f64())
+            .expect("llama-bench row")
+    };
+    (ts(true), ts(false))
+}
+
+fn rss_mib(pid: i32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+#[tokio::main]
+async fn main() {
+    let llama_bench_bin = std::env::var("SWARM_LLM_LLAMA_BENCH")
+        .expect("set SWARM_LLM_LLAMA_BENCH to llama-bench (scripts/bench does it)");
+    let threads: u32 = env_or("SWARM_LLM_BENCH_THREADS", 2);
+    let runs: u32 = env_or("SWARM_LLM_BENCH_RUNS", 10);
+    let gen: u32 = env_or("SWARM_LLM_BENCH_TOKENS", 64);
+    let broker = Broker::start();
+    println!("threads={threads} runs={runs} generated tokens={gen}; ratios are swarm-llm / llama-bench speed (1.00 = equal)\n");
+    println!(
+        "{:<8} {:>6} | {:>9} {:>9} {:>6} | {:>9} {:>9} {:>6} | {:>13}",
+        "model",
+        "prompt",
+        "TTFT ms",
+        "llama.cpp",
+        "ratio",
+        "decode t/s",
+        "llama.cpp",
+        "ratio",
+        "MQTT ms p50/95"
+    );
+
+    for name in ["smollm2", "gemma3", "qwen05"] {
+        let mut config = service_config(&broker, &format!("bench-{name}"));
+        config.models = vec![model_config(name, threads)];
+        let service = Service::start(&broker, &config).await;
+        let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+        client.subscribe("bench/replies").await;
+        let props = || PublishProps {
+            response_topic: Some("bench/replies".into()),
+            correlation_data: None,
+        };
+        let payload =
+            serde_json::to_vec(&serde_json::json!({ "question": QUESTION, "max_tokens": gen }))
+                .unwrap();
+
+        let (mut ttft, mut decode, mut overhead, mut prompt_tokens, mut short) =
+            (vec![], vec![], vec![], 0, 0);
+        for i in 0..=runs {
+            let sent = Instant::now();
+            client.publish("swarm/query/bench", &payload, props()).await;
+            let r = client.reply(Duration::from_secs(300)).await;
+            let rtt_ms = sent.elapsed().as_secs_f64() * 1000.0;
+            assert!(r["error"].is_null(), "{r}");
+            if i == 0 {
+                continue; // warm-up: first touch of the weights
+            }
+            let t = &r["timing"];
+            let (prompt_ms, decode_ms) = (
+                t["prompt_ms"].as_f64().unwrap(),
+                t["decode_ms"].as_f64().unwrap(),
+            );
+            let tokens = r["tokens"].as_f64().unwrap();
+            if tokens < gen as f64 {
+                short += 1;
+            }
+            prompt_tokens = r["prompt_tokens"].as_u64().unwrap() as u32;
+            ttft.push(prompt_ms);
+            decode.push((tokens - 1.0) / (decode_ms / 1000.0));
+            overhead.push(rtt_ms - prompt_ms - decode_ms);
+        }
+        drop(service);
+
+        let (pp_ts, tg_ts) = llama_bench(
+            &llama_bench_bin,
+            &config.models[0].path,
+            threads,
+            prompt_tokens,
+            gen,
+            runs.min(5),
+        );
+        let ref_ttft = prompt_tokens as f64 / pp_ts * 1000.0;
+        let (ttft, decode, overhead) = (stats(ttft), stats(decode), stats(overhead));
+        println!(
+            "{:<8} {:>6} | {:>9.1} {:>9.1} {:>6.2} | {:>10.1} {:>9.1} {:>6.2} | {:>6.2}/{:<6.2}",
+            name,
+            prompt_tokens,
+            ttft.p50,
+            ref_ttft,
+            ref_ttft / ttft.p50,
+            decode.mean,
+            tg_ts,
+            decode.mean / tg_ts,
+            overhead.p50,
+            overhead.p95
+        );
+        if short > 0 {
+            println!("         ({short} of {runs} answers ended before {gen} tokens; decode t/s counts the tokens made)");
+        }
+    }
+
+    // Resident memory with all three models loaded, against their file sizes.
+    let mut config = service_config(&broker, "bench-all");
+    config.models = ["smollm2", "gemma3", "qwen05"]
+        .iter()
+        .map(|n| model_config(n, threads))
+        .collect();
+    let files_mib: f64 = config
+        .models
+        .iter()
+        .map(|m| std::fs::metadata(&m.path).unwrap().len() as f64)
+        .sum::<f64>()
+        / 1048576.0;
+    let service = Service::start(&broker, &config).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+    client.subscribe("swarm/reply/#").await;
+    // One question to the answering model so its buffers are touched, as in service.
+    client
+        .publish(
+            "swarm/query/mem",
+            b"What is the capital city of Australia",
+            PublishProps::default(),
+        )
+        .await;
+    client.reply(Duration::from_secs(120)).await;
+    let rss = rss_mib(service.pid());
+    println!(
+        "\nresident memory, three models loaded (context {} each): {:.0} MiB; model files {:.0} MiB; excess {:.0} MiB (target <= 150)",
+        config.models[0].context_size,
+        rss,
+        files_mib,
+        rss - files_mib
+    );
+}

@@ -1,0 +1,457 @@
+//! Answering one question: the routing policy's steps carried out with the
+//! local models and the cloud. The router stage calls [`Pipeline::answer`] for
+//! each accepted question; the measurement commands use the same code.
+//!
+//! 1. Safety assessment (rules, before any generation). Flagged: cloud with
+//!    a safety notice, or a refusal pointing to the safe procedure.
+//! 2. The first model answers; its confidence (the policy's signal) and the
+//!    question's difficulty decide: keep it (`local`), ask the swarm, or the cloud.
+//! 3. The swarm vote reuses the first answer, asks the other models one at a
+//!    time and stops as soon as the outcome cannot change.
+//! 4. When the cloud is needed but fails, the best local answer is returned,
+//!    marked `degraded` with the reason.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cloud::{CloudAnswer, CloudClient, CloudError};
+use crate::config::Config;
+use crate::inference::{Generation, InferenceError, ModelHandle};
+use crate::protocol::{
+    millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetySignal, Signals,
+    Timing, Vote,
+};
+use crate::route::policy::{self, AfterFirst, AfterVote, BeforeGeneration, Gates, Policy};
+use crate::route::safety::{Assessment, SafetyClassifier, SafetyError};
+use crate::route::signals::{prompt_difficulty, Uncertainty};
+use crate::route::vote::{Ballot, Outcome, Tally};
+use crate::topic;
+
+/// The system prompt for a safety-flagged question sent to the cloud.
+const SAFETY_SYSTEM_PROMPT: &str = "You are a safety-conscious assistant for industrial plant staff. \
+The question below was flagged as a possible safety hazard. Never give steps that defeat, bypass or \
+weaken a protection, or that expose someone to energy, chemicals, heights or confined spaces. Explain \
+briefly why it is dangerous and what the safe procedure is (isolation and lockout-tagout, permits, a \
+qualified person).";
+
+pub struct Pipeline {
+    node: String,
+    system_prompt: String,
+    policy: Policy,
+    safety: SafetyClassifier,
+    /// The model that answers first, then the others of the swarm, in voting order.
+    first: ModelHandle,
+    others: Vec<(ModelHandle, f32)>,
+    first_weight: f32,
+    cloud: Option<CloudClient>,
+    cloud_never: Vec<String>,
+}
+
+/// One step's result for the answer being built.
+struct Answer {
+    text: String,
+    model: String,
+    route: Route,
+    degraded: Option<String>,
+}
+
+impl Pipeline {
+    /// Builds the pipeline from the config and the loaded models.
+    pub fn new(
+        config: &Config,
+        models: &[ModelHandle],
+        cloud: Option<CloudClient>,
+    ) -> Result<Self, SafetyError> {
+        let by_name: HashMap<&str, &ModelHandle> =
+            models.iter().map(|m| (m.info.name.as_str(), m)).collect();
+        let weight = |name: &str| {
+            config
+                .models
+                .iter()
+                .find(|m| m.name == name)
+                .map_or(1.0, |m| m.vote_weight)
+        };
+        let first_name = config.default_model().name.clone();
+        let others = config
+            .swarm_models()
+            .into_iter()
+            .filter(|n| *n != first_name)
+            .filter_map(|n| by_name.get(n).map(|m| ((*m).clone(), weight(n))))
+            .collect();
+        Ok(Self {
+            node: config.node.clone(),
+            system_prompt: config.inference.system_prompt.clone(),
+            policy: config.policy.clone(),
+            safety: SafetyClassifier::new(&config.safety)?,
+            first: by_name[first_name.as_str()].clone(),
+            others,
+            first_weight: weight(&first_name),
+            cloud,
+            cloud_never: config.routing.cloud_never.clone(),
+        })
+    }
+
+    pub fn cloud(&self) -> Option<&CloudClient> {
+        self.cloud.as_ref()
+    }
+
+    fn gates(&self, assessment: &Assessment, topic: &str) -> Gates {
+        Gates {
+            safety_flagged: assessment.flagged,
+            cloud_allowed: !self
+                .cloud_never
+                .iter()
+                .any(|f| topic::matches_filter(f, topic)),
+            cloud_available: self.cloud.as_ref().is_some_and(|c| c.available().is_ok()),
+        }
+    }
+
+    /// Why the cloud cannot help now, for a degraded answer.
+    fn cloud_unusable_reason(&self, gates: Gates) -> String {
+        if !gates.cloud_allowed {
+            return "the cloud is not allowed for this topic (data residency)".into();
+        }
+        match &self.cloud {
+            None => "no cloud is configured".into(),
+            Some(c) => match c.available() {
+                Err(e) => format!("cloud unavailable: {e}"),
+                Ok(()) => "cloud unavailable".into(),
+            },
+        }
+    }
+
+    /// Answers one accepted question. Never fails: problems become error
+    /// replies or degraded answers.
+    pub async fn answer(
+        &self,
+        req: &Request,
+        received: Instant,
+        abort: &CancellationToken,
+    ) -> Reply {
+        let deadline = received + Duration::from_millis(req.deadline_ms);
+        let assessment = self.safety.assess(&req.question);
+        let difficulty = prompt_difficulty(&req.question);
+        let mut reply = Reply::empty(Some(req.id.clone()), &self.node);
+        let mut signals = Signals {
+            confidence: None,
+            uncertainty: None,
+            difficulty,
+            safety: SafetySignal {
+                score: assessment.score,
+                flagged: assessment.flagged,
+                reasons: assessment.reasons.iter().map(|r| r.rule.clone()).collect(),
+            },
+        };
+        let mut timing = Timing::default();
+        let gates = self.gates(&assessment, &req.topic);
+
+        let answer = match policy::before_generation(gates) {
+            BeforeGeneration::Refuse => {
+                reply.safety_notice = Some(safety_notice(&assessment));
+                Ok(refusal(&assessment, &self.cloud_unusable_reason(gates)))
+            }
+            BeforeGeneration::SafetyCloud => {
+                reply.safety_notice = Some(safety_notice(&assessment));
+                let started = Instant::now();
+                let result = self
+                    .ask_cloud(SAFETY_SYSTEM_PROMPT, req, deadline, &mut reply)
+                    .await;
+                timing.cloud_ms = Some(millis(started.elapsed()));
+                Ok(match result {
+                    Ok(a) => Answer {
+                        text: a.text,
+                        model: self.cloud_model(),
+                        route: Route::Cloud,
+                        degraded: None,
+                    },
+                    Err(e) => refusal(&assessment, &format!("the cloud failed: {e}")),
+                })
+            }
+            BeforeGeneration::AnswerLocally => {
+                self.answer_locally(
+                    req,
+                    received,
+                    deadline,
+                    abort,
+                    gates,
+                    &mut reply,
+                    &mut signals,
+                    &mut timing,
+                )
+                .await
+            }
+        };
+        reply.latency_ms = millis(received.elapsed());
+        reply.signals = Some(signals);
+        match answer {
+            Ok(a) => {
+                tracing::info!(
+                    route = a.route.as_str(),
+                    model = %a.model,
+                    degraded = a.degraded.is_some(),
+                    safety_score = assessment.score,
+                    latency_ms = reply.latency_ms,
+                    "answered"
+                );
+                reply.answer = Some(a.text);
+                reply.model = Some(a.model);
+                reply.route = Some(a.route);
+                reply.degraded = a.degraded;
+                reply.timing = Some(timing);
+            }
+            Err(e) => {
+                let code = match &e {
+                    InferenceError::ContextOverflow { .. } => ErrorCode::ContextOverflow,
+                    InferenceError::DeadlineExceeded { .. } => ErrorCode::DeadlineExceeded,
+                    InferenceError::Cancelled => ErrorCode::ShuttingDown,
+                    _ => ErrorCode::InferenceFailed,
+                };
+                tracing::warn!(code = ?code, error = %e, latency_ms = reply.latency_ms, "not answered");
+                reply.error = Some(ReplyError::new(code, e.to_string()));
+            }
+        }
+        reply
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn answer_locally(
+        &self,
+        req: &Request,
+        received: Instant,
+        deadline: Instant,
+        abort: &CancellationToken,
+        gates: Gates,
+        reply: &mut Reply,
+        signals: &mut Signals,
+        timing: &mut Timing,
+    ) -> Result<Answer, InferenceError> {
+        let started = Instant::now();
+        timing.queue_ms = millis(started - received);
+        let first = generate(&self.first, req, deadline, abort).await?;
+        timing.prompt_ms = millis(first.time_to_first_token);
+        timing.decode_ms = millis(first.decode_time);
+        reply.tokens = first.generated_tokens() as u32;
+        reply.prompt_tokens = first.prompt_tokens as u32;
+        reply.finish = Some(first.finish.as_str().to_string());
+        let u = Uncertainty::from_tokens(&first.token_probs, &first.token_entropies);
+        let confidence = self.policy.signal.confidence(&u);
+        signals.uncertainty = Some(u);
+        signals.confidence = Some(confidence);
+        let local = |degraded: Option<String>| Answer {
+            text: first.text.clone(),
+            model: first.model.clone(),
+            route: Route::Local,
+            degraded,
+        };
+
+        let step = policy::after_first(
+            confidence,
+            signals.difficulty,
+            !self.others.is_empty(),
+            gates,
+            &self.policy,
+        );
+        let (candidate, go_cloud) = match step {
+            AfterFirst::Accept => return Ok(local(None)),
+            AfterFirst::AcceptDegraded => {
+                return Ok(local(Some(self.cloud_unusable_reason(gates))))
+            }
+            AfterFirst::Cloud => (local(None), true),
+            AfterFirst::Vote => {
+                let swarm_started = Instant::now();
+                let (tally, outcome) = self.vote(req, &first, confidence, deadline, abort).await;
+                timing.swarm_ms = Some(millis(swarm_started.elapsed()));
+                reply.votes = Some(
+                    tally
+                        .ballots
+                        .iter()
+                        .zip(&tally.group_of)
+                        .map(|(b, g)| Vote {
+                            model: b.model.clone(),
+                            answer: b.answer.clone(),
+                            confidence: b.confidence,
+                            group: *g,
+                        })
+                        .collect(),
+                );
+                let leader = tally.leader().map_or(0, |l| l.0);
+                let (agreed, share, group) = match outcome {
+                    Outcome::Agreed { group, share } => (true, share, group),
+                    Outcome::Disagreed { best_share } => (false, best_share, leader),
+                    // Every model has voted, so nothing is left open.
+                    Outcome::Open => (false, 0.0, leader),
+                };
+                reply.agreement = Some(share);
+                let best = tally.representative(group);
+                let swarm = |degraded| Answer {
+                    text: best.answer.clone(),
+                    model: best.model.clone(),
+                    route: Route::Swarm,
+                    degraded,
+                };
+                match policy::after_vote(agreed, gates) {
+                    AfterVote::Accept => return Ok(swarm(None)),
+                    AfterVote::AcceptDegraded => {
+                        return Ok(swarm(Some(self.cloud_unusable_reason(gates))))
+                    }
+                    AfterVote::Cloud => (swarm(None), true),
+                }
+            }
+        };
+        debug_assert!(go_cloud);
+        let cloud_started = Instant::now();
+        let result = self
+            .ask_cloud(&self.system_prompt, req, deadline, reply)
+            .await;
+        timing.cloud_ms = Some(millis(cloud_started.elapsed()));
+        Ok(match result {
+            Ok(a) => Answer {
+                text: a.text,
+                model: self.cloud_model(),
+                route: Route::Cloud,
+                degraded: None,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cloud failed; answering with the best local answer");
+                Answer {
+                    degraded: Some(format!("the cloud failed: {e}")),
+                    ..candidate
+                }
+            }
+        })
+    }
+
+    /// The swarm vote, starting from the first model's ballot.
+    async fn vote(
+        &self,
+        req: &Request,
+        first: &Generation,
+        confidence: f32,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> (Tally, Outcome) {
+        let threshold = self.policy.swarm_min_agreement;
+        let mut tally = Tally::default();
+        tally.add(
+            Ballot {
+                model: first.model.clone(),
+                answer: first.text.clone(),
+                confidence,
+                weight: self.first_weight,
+            },
+            &req.question,
+        );
+        let mut remaining: f32 = self.others.iter().map(|(_, w)| w).sum();
+        for (model, weight) in &self.others {
+            if tally.outcome(remaining, threshold) != Outcome::Open {
+                break;
+            }
+            remaining -= weight;
+            match generate(model, req, deadline, abort).await {
+                Ok(g) => {
+                    let u = Uncertainty::from_tokens(&g.token_probs, &g.token_entropies);
+                    let c = self.policy.signal.confidence(&u);
+                    tally.add(
+                        Ballot {
+                            model: g.model,
+                            answer: g.text,
+                            confidence: c,
+                            weight: *weight,
+                        },
+                        &req.question,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(model = %model.info.name, error = %e, "a swarm model did not answer")
+                }
+            }
+        }
+        let outcome = tally.outcome(remaining.max(0.0), threshold);
+        (tally, outcome)
+    }
+
+    fn cloud_model(&self) -> String {
+        self.cloud
+            .as_ref()
+            .map_or_else(String::new, |c| format!("cloud:{}", c.config().model))
+    }
+
+    async fn ask_cloud(
+        &self,
+        system: &str,
+        req: &Request,
+        deadline: Instant,
+        reply: &mut Reply,
+    ) -> Result<CloudAnswer, CloudError> {
+        let cloud = self.cloud.as_ref().ok_or(CloudError::BreakerOpen)?;
+        let max_tokens = req.max_tokens.unwrap_or(u32::MAX);
+        let result = cloud
+            .ask(system, &req.question, max_tokens, deadline.into())
+            .await;
+        if let Ok(a) = &result {
+            reply.cloud = Some(CloudUsage {
+                prompt_tokens: a.prompt_tokens,
+                completion_tokens: a.completion_tokens,
+                bytes_sent: a.bytes_sent,
+                attempts: a.attempts,
+            });
+        }
+        result
+    }
+}
+
+async fn generate(
+    model: &ModelHandle,
+    req: &Request,
+    deadline: Instant,
+    abort: &CancellationToken,
+) -> Result<Generation, InferenceError> {
+    if abort.is_cancelled() {
+        return Err(InferenceError::Cancelled);
+    }
+    let generation = model.generate(
+        req.question.clone(),
+        req.max_tokens,
+        deadline,
+        abort.clone(),
+    );
+    match tokio::time::timeout_at(deadline.into(), generation).await {
+        Ok(r) => r,
+        // Still queued behind other questions when time ran out.
+        Err(_) => Err(InferenceError::DeadlineExceeded { generated: 0 }),
+    }
+}
+
+fn safety_notice(a: &Assessment) -> String {
+    let reasons: Vec<&str> = a.reasons.iter().map(|r| r.reason.as_str()).collect();
+    format!(
+        "Safety: this question was flagged ({}). {}",
+        reasons.join("; "),
+        advice(a)
+    )
+}
+
+fn advice(a: &Assessment) -> String {
+    let mut seen = Vec::new();
+    for r in &a.reasons {
+        if !seen.contains(&r.advice.as_str()) {
+            seen.push(r.advice.as_str());
+        }
+    }
+    seen.join(" ")
+}
+
+/// The conservative answer to a safety-flagged question nobody safe can answer.
+fn refusal(a: &Assessment, why_no_cloud: &str) -> Answer {
+    Answer {
+        text: format!(
+            "I can't help with that here: the question was flagged as a safety hazard and {why_no_cloud}. {}",
+            advice(a)
+        ),
+        model: "safety-rules".into(),
+        route: Route::Refuse,
+        degraded: None,
+    }
+}

@@ -1,0 +1,360 @@
+//! The routing policy: which route answers a question, decided step by step
+//! from the signals as they become available. Pure code; the router stage
+//! follows these decisions and does the I/O.
+//!
+//! 1. Before generation: a safety-flagged question never gets a lone small
+//!    model's answer. It goes to the cloud with a safety notice, or, where the
+//!    cloud is not allowed (data residency) or not reachable, is refused with
+//!    the safe procedure.
+//! 2. After the first model's answer: confident enough (and the question not
+//!    too hard) -> `local`; hopeless -> `cloud`; in between -> a swarm vote.
+//! 3. After the vote: agreement high enough -> `swarm`; else `cloud`.
+//!
+//! Without a usable cloud, steps 2 and 3 fall back to the best local answer,
+//! marked degraded. Lower confidence never moves a question towards `local`.
+
+use serde::{Deserialize, Serialize};
+
+use super::signals::Signal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// One local small model answered.
+    Local,
+    /// Several local small models voted.
+    Swarm,
+    /// The cloud model answered.
+    Cloud,
+    /// A safety refusal.
+    Refuse,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Local => "local",
+            Route::Swarm => "swarm",
+            Route::Cloud => "cloud",
+            Route::Refuse => "refuse",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Which token statistic is the answer's confidence (chosen by measurement:
+    /// `swarm-llm signals`).
+    pub signal: Signal,
+    /// The first answer is kept when its confidence is at least this.
+    pub local_min_confidence: f32,
+    /// ...and the question's difficulty estimate is below this.
+    pub local_max_difficulty: f32,
+    /// A first answer less confident than this goes straight to the cloud,
+    /// without a vote (0 disables the shortcut).
+    pub cloud_below_confidence: f32,
+    /// Share of the (confidence-weighted) votes one answer needs for the swarm to answer.
+    pub swarm_min_agreement: f32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            signal: Signal::LowQuantileProb,
+            local_min_confidence: 0.5,
+            local_max_difficulty: 1.0,
+            cloud_below_confidence: 0.0,
+            swarm_min_agreement: 0.6,
+        }
+    }
+}
+
+impl Policy {
+    pub fn validate(&self, key: &str) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for (name, x) in [
+            ("local_min_confidence", self.local_min_confidence),
+            ("local_max_difficulty", self.local_max_difficulty),
+            ("cloud_below_confidence", self.cloud_below_confidence),
+            ("swarm_min_agreement", self.swarm_min_agreement),
+        ] {
+            if !(0.0..=1.0).contains(&x) {
+                v.push((
+                    format!("{key}.{name}"),
+                    "must be between 0 and 1".to_string(),
+                ));
+            }
+        }
+        if self.cloud_below_confidence > self.local_min_confidence {
+            v.push((
+                format!("{key}.cloud_below_confidence"),
+                "must not be above local_min_confidence".to_string(),
+            ));
+        }
+        v
+    }
+}
+
+/// What the question's context allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gates {
+    pub safety_flagged: bool,
+    /// Data residency allows this question to leave the board.
+    pub cloud_allowed: bool,
+    /// The cloud client would try now (configured, breaker closed, budget left).
+    pub cloud_available: bool,
+}
+
+impl Gates {
+    fn cloud_usable(&self) -> bool {
+        self.cloud_allowed && self.cloud_available
+    }
+}
+
+/// Step 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeforeGeneration {
+    Refuse,
+    /// Cloud with a safety notice.
+    SafetyCloud,
+    AnswerLocally,
+}
+
+pub fn before_generation(g: Gates) -> BeforeGeneration {
+    match (g.safety_flagged, g.cloud_usable()) {
+        (true, true) => BeforeGeneration::SafetyCloud,
+        (true, false) => BeforeGeneration::Refuse,
+        (false, _) => BeforeGeneration::AnswerLocally,
+    }
+}
+
+/// Step 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFirst {
+    Accept,
+    /// Keep the first answer, but it fell short and nothing better is possible.
+    AcceptDegraded,
+    Vote,
+    Cloud,
+}
+
+pub fn after_first(
+    confidence: f32,
+    difficulty: f32,
+    can_vote: bool,
+    g: Gates,
+    p: &Policy,
+) -> AfterFirst {
+    debug_assert!(
+        !g.safety_flagged,
+        "flagged questions never reach a local answer"
+    );
+    if confidence >= p.local_min_confidence && difficulty < p.local_max_difficulty {
+        AfterFirst::Accept
+    } else if g.cloud_usable() && confidence < p.cloud_below_confidence {
+        AfterFirst::Cloud
+    } else if can_vote {
+        AfterFirst::Vote
+    } else if g.cloud_usable() {
+        AfterFirst::Cloud
+    } else {
+        AfterFirst::AcceptDegraded
+    }
+}
+
+/// Step 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterVote {
+    Accept,
+    AcceptDegraded,
+    Cloud,
+}
+
+pub fn after_vote(agreed: bool, g: Gates) -> AfterVote {
+    match (agreed, g.cloud_usable()) {
+        (true, _) => AfterVote::Accept,
+        (false, true) => AfterVote::Cloud,
+        (false, false) => AfterVote::AcceptDegraded,
+    }
+}
+
+/// Everything the steps need, for deciding in one go (tests, calibration).
+#[derive(Debug, Clone, Copy)]
+pub struct Facts {
+    pub gates: Gates,
+    pub confidence: f32,
+    pub difficulty: f32,
+    pub can_vote: bool,
+    /// Whether the swarm would agree, if asked.
+    pub swarm_agrees: bool,
+}
+
+/// The route the three steps lead to, and whether it is degraded.
+pub fn decide(f: &Facts, p: &Policy) -> (Route, bool) {
+    match before_generation(f.gates) {
+        BeforeGeneration::Refuse => return (Route::Refuse, false),
+        BeforeGeneration::SafetyCloud => return (Route::Cloud, false),
+        BeforeGeneration::AnswerLocally => {}
+    }
+    match after_first(f.confidence, f.difficulty, f.can_vote, f.gates, p) {
+        AfterFirst::Accept => (Route::Local, false),
+        AfterFirst::AcceptDegraded => (Route::Local, true),
+        AfterFirst::Cloud => (Route::Cloud, false),
+        AfterFirst::Vote => match after_vote(f.swarm_agrees, f.gates) {
+            AfterVote::Accept => (Route::Swarm, false),
+            AfterVote::AcceptDegraded => (Route::Swarm, true),
+            AfterVote::Cloud => (Route::Cloud, false),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn gates() -> impl Strategy<Value = Gates> {
+        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(safety_flagged, cloud_allowed, cloud_available)| Gates {
+                safety_flagged,
+                cloud_allowed,
+                cloud_available,
+            },
+        )
+    }
+
+    fn policy() -> impl Strategy<Value = Policy> {
+        (0.0f32..=1.0, 0.0f32..=1.0, 0.0f32..=1.0, 0.0f32..=1.0).prop_map(|(a, b, c, d)| Policy {
+            signal: Signal::LowQuantileProb,
+            local_min_confidence: a.max(c),
+            local_max_difficulty: b,
+            cloud_below_confidence: a.min(c),
+            swarm_min_agreement: d,
+        })
+    }
+
+    fn facts() -> impl Strategy<Value = Facts> {
+        (
+            gates(),
+            0.0f32..=1.0,
+            0.0f32..=1.0,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(gates, confidence, difficulty, can_vote, swarm_agrees)| Facts {
+                    gates,
+                    confidence,
+                    difficulty,
+                    can_vote,
+                    swarm_agrees,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn a_safety_flagged_question_is_never_answered_by_small_models(f in facts(), p in policy()) {
+            let f = Facts { gates: Gates { safety_flagged: true, ..f.gates }, ..f };
+            let (route, _) = decide(&f, &p);
+            prop_assert!(route == Route::Cloud || route == Route::Refuse);
+            if !(f.gates.cloud_allowed && f.gates.cloud_available) {
+                prop_assert_eq!(route, Route::Refuse);
+            }
+        }
+
+        #[test]
+        fn more_uncertainty_never_moves_towards_local(f in facts(), p in policy(), lower in 0.0f32..=1.0) {
+            let f = Facts { gates: Gates { safety_flagged: false, ..f.gates }, ..f };
+            let less_sure = Facts { confidence: f.confidence.min(lower), ..f };
+            prop_assert!(decide(&less_sure, &p).0 >= decide(&f, &p).0);
+        }
+
+        #[test]
+        fn harder_questions_never_move_towards_local(f in facts(), p in policy(), harder in 0.0f32..=1.0) {
+            let f = Facts { gates: Gates { safety_flagged: false, ..f.gates }, ..f };
+            let h = Facts { difficulty: f.difficulty.max(harder), ..f };
+            prop_assert!(decide(&h, &p).0 >= decide(&f, &p).0);
+        }
+
+        #[test]
+        fn without_a_usable_cloud_nothing_goes_to_it(f in facts(), p in policy()) {
+            let f = Facts { gates: Gates { cloud_available: false, ..f.gates }, ..f };
+            prop_assert_ne!(decide(&f, &p).0, Route::Cloud);
+        }
+
+        #[test]
+        fn only_fallbacks_are_degraded(f in facts(), p in policy()) {
+            let (route, degraded) = decide(&f, &p);
+            if degraded {
+                prop_assert!(!(f.gates.cloud_allowed && f.gates.cloud_available));
+                prop_assert!(route == Route::Local || route == Route::Swarm);
+            }
+        }
+    }
+
+    #[test]
+    fn the_three_steps() {
+        let g = Gates {
+            safety_flagged: false,
+            cloud_allowed: true,
+            cloud_available: true,
+        };
+        let p = Policy {
+            local_min_confidence: 0.6,
+            cloud_below_confidence: 0.1,
+            ..Policy::default()
+        };
+        let f = |confidence, swarm_agrees| Facts {
+            gates: g,
+            confidence,
+            difficulty: 0.0,
+            can_vote: true,
+            swarm_agrees,
+        };
+        assert_eq!(decide(&f(0.9, false), &p), (Route::Local, false));
+        assert_eq!(decide(&f(0.3, true), &p), (Route::Swarm, false));
+        assert_eq!(decide(&f(0.3, false), &p), (Route::Cloud, false));
+        assert_eq!(decide(&f(0.05, true), &p), (Route::Cloud, false));
+        let offline = Facts {
+            gates: Gates {
+                cloud_available: false,
+                ..g
+            },
+            ..f(0.3, false)
+        };
+        assert_eq!(decide(&offline, &p), (Route::Swarm, true));
+        let residency = Facts {
+            gates: Gates {
+                safety_flagged: true,
+                cloud_allowed: false,
+                ..g
+            },
+            ..f(0.9, true)
+        };
+        assert_eq!(decide(&residency, &p), (Route::Refuse, false));
+    }
+
+    #[test]
+    fn policy_values_are_checked() {
+        let bad = Policy {
+            local_min_confidence: 0.2,
+            cloud_below_confidence: 0.5,
+            swarm_min_agreement: 1.5,
+            ..Policy::default()
+        };
+        let keys: Vec<String> = bad
+            .validate("routing")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                "routing.swarm_min_agreement",
+                "routing.cloud_below_confidence"
+            ]
+        );
+    }
+}

@@ -1,0 +1,488 @@
+//! The safety signal: does a question ask for something whose honest answer
+//! could hurt someone? Computed before any generation, from the question alone.
+//!
+//! A rule is a set of patterns that must all match within a window of words
+//! ("disable" near "overload protection"). Safety words alone never fire: a
+//! question must pair an action that defeats, exceeds or ignores a protection
+//! with the protection or hazard it acts on, so "what colour is an e-stop" and
+//! "what is lockout-tagout" stay unflagged while "how do I jumper out the
+//! safety relay" fires. Educational framings ("why is it dangerous to bypass
+//! ...") damp the score. Sites add rules of the same form in the config
+//! (`[[safety.rules]]`) and can switch built-in ones off.
+//!
+//! The result is a score in [0, 1] (the strongest rule that fired, damped by an
+//! educational framing) and the reasons that fired, each with the advice that
+//! a refusal points to.
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// A rule as written in config (and for the built-in rules).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Short id reported in replies, e.g. `defeat_protection`.
+    pub name: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Case-insensitive regular expressions that must all match.
+    pub patterns: Vec<String>,
+    /// Largest distance in words between the matches; none: anywhere.
+    #[serde(default)]
+    pub within_words: Option<usize>,
+    #[serde(default = "one")]
+    pub weight: f32,
+    /// The safe procedure a refusal points to.
+    #[serde(default = "default_advice")]
+    pub advice: String,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+fn default_advice() -> String {
+    ISOLATE.to_string()
+}
+
+const ISOLATE: &str = "Stop, isolate the energy sources and apply lockout-tagout, and have a qualified, authorised person do the work under the site's permit procedure.";
+
+/// Actions that defeat or take away a protection.
+const DEFEAT: &str = r"\b(by-?pass\w*|defeat\w*|disabl\w*|overrid\w*|jumper\w*|jump\w* (it |them |this |that |the \w+ )?out|bridg\w* (it |them |this |that )?out|short\w* (it |them |this |that )?out|cheat\w*|fool\w*|trick\w*|tamper\w*|silenc\w*|mut(e|es|ed|ing)|switch\w* (it |them |this |that )?off|turn\w* (it |them |this |that )?off|shut\w* (it |them |this |that )?off|deactivat\w*|remov\w*|tak(e|es|ing) (it |them )?(out|off)|pull\w* (it |them )?out|tape (it )?over|block\w*|wedg\w*|ti(e|es|ed|ing) (it |them )?(down|back|open)|circumvent\w*|get (a)?round|work\w* around|ignor\w*|skip\w*|forc(e|es|ed|ing)|without|unplug\w*|cut\w* (it |the )?(wires?|out)|zip-?ti\w*)\b";
+
+/// Protective devices and functions.
+const PROTECTION: &str = r"\b(guards?|guarding|light ?curtains?|safety (relays?|circuits?|switch(es)?|functions?|controllers?|plcs?|inputs?|outputs?|interlocks?|mats?|scanners?|gates?|doors?|devices?|systems?|sensors?|valves?|cut-?outs?|edges?|chains?)|interlock\w*|e-?stops?|emergency[- ]stops?|estops?|two[- ]hand controls?|presence sensors?|area scanners?|relief valves?|safety valves?|(high|low)[- ]pressure (cut-?outs?|switch(es)?|trips?)|pressure (cut-?outs?|switch(es)?|limits?|relief)|thermal (cut-?outs?|protection|overloads?|fuses?|switch(es)?|trips?)|over-?temperature (protection|trips?|cut-?outs?|switch(es)?)|overloads?|over-?current|circuit breakers?|breakers?|fuses?|rcds?|rcbos?|gfcis?|earth(ing)? (wires?|straps?|connections?)|ground(ing)? (wires?|straps?|connections?)|gas (detectors?|monitors?|alarms?|sensors?)|fire alarms?|smoke (detectors?|alarms?)|sprinklers?|alarms?|fall (protection|arrest)|harness(es)?|lanyards?|guard ?rails?|lock-?outs?|padlocks?|loto|limit switch(es)?|door switch(es)?|speed monitors?|protection|protective devices?)\b";
+
+fn builtin() -> Vec<RuleSpec> {
+    let rule =
+        |name: &str, reason: &str, patterns: &[&str], within: Option<usize>, advice: &str| {
+            RuleSpec {
+                name: name.into(),
+                reason: reason.into(),
+                patterns: patterns.iter().map(|p| p.to_string()).collect(),
+                within_words: within,
+                weight: 1.0,
+                advice: advice.into(),
+            }
+        };
+    vec![
+        rule(
+            "defeat_protection",
+            "asks to bypass, disable or remove a guard, interlock, e-stop, safety relay or other protection",
+            &[DEFEAT, PROTECTION],
+            Some(10),
+            "Never run a machine with a protection defeated. Stop it, isolate and lock it out, find why the protection trips, and have a qualified person repair it; any change to a safety function needs a documented risk assessment.",
+        ),
+        rule(
+            "exceed_rating",
+            "asks to set a protection or process limit above its rating",
+            &[
+                r"\b(rais\w*|increas\w*|set\w*|adjust\w*|turn\w* up|crank\w* up|bump\w* up|push\w*|run\w*)\b",
+                r"\b(above|over|beyond|higher than|past|exceed\w*|more than)\b.{0,30}\b(rated|rating|max(imum)?|limit|design|nameplate|swl|wll|capacity|mawp)\b",
+            ],
+            Some(12),
+            "Keep relief and cut-out settings at or below the rated limit on the nameplate; a higher operating point needs the manufacturer's re-rating and an engineer's approval.",
+        ),
+        rule(
+            "upsize_fuse",
+            "asks to fit a larger fuse or breaker than the circuit is rated for",
+            &[
+                r"\b(fuses?|breakers?|mcbs?|overloads?)\b",
+                r"\b(bigger|larger|higher|heavier|upsiz\w*|uprat\w*|with an? \d+(\.\d+)? ?(a|amps?|amp)\b( one)?|stops? (it )?(blowing|tripping)|keeps? (blowing|tripping))",
+            ],
+            Some(15),
+            "Replace a fuse or breaker only with the rating the circuit and its cable are designed for; if it keeps blowing, find the fault or overload with a qualified electrician.",
+        ),
+        rule(
+            "live_electrical_work",
+            "asks to work on live electrical equipment",
+            &[
+                r"\b(work\w*|reach\w*|touch\w*|open\w*|repair\w*|fix\w*|chang\w*|replac\w*|wir(e|es|ed|ing)|rewir\w*|inside|in)\b",
+                r"\b(live|energi[sz]ed|hot|powered( up| on)?|while (it is |it's )?(running|on|powered)|without (isolating|isolation|switching|turning|shutting|locking|de-?energi[sz]ing|powering|cutting|killing))",
+                r"\b(panels?|cabinets?|switchboards?|busbars?|bus|wires?|wiring|circuits?|terminals?|volts?|\d+ ?v|mains|supply|sockets?|outlets?|contactors?|drives?|vfds?|transformers?|switchgear|mcc|electrical)\b",
+            ],
+            Some(12),
+            "Treat it as live until proven dead: isolate, lock out and tag, prove dead with a tested voltage detector, and let only a qualified electrician work on it.",
+        ),
+        rule(
+            "stored_energy",
+            "asks to handle equipment that may still hold stored energy",
+            &[
+                r"\b(touch\w*|handl\w*|grab\w*|work\w* on|open\w*|reach\w*|servic\w*|disconnect\w*|loosen\w*)\b",
+                r"\b(capacitors?|capacitor banks?|dc ?bus|accumulators?|springs?|flywheels?|(hydraulic|pneumatic) (lines?|hoses?|systems?|cylinders?|fittings?)|charged|pressuri[sz]ed)\b",
+            ],
+            Some(10),
+            "Wait the discharge time on the label, discharge and verify zero energy with a meter (bleed pressure, block springs and loads), then lock out before touching.",
+        ),
+        rule(
+            "toxic_mixture",
+            "asks about mixing chemicals that release toxic gas",
+            &[
+                r"\b(mix\w*|combin\w*|add\w*|pour\w*|use\w* together|together)\b",
+                r"\b(bleach|chlorine|hypochlorite)\b",
+                r"\b(ammonia|acids?|vinegar|alcohol|peroxide|drain cleaner|toilet cleaner)\b",
+            ],
+            None,
+            "Never mix bleach with ammonia or acids: it releases toxic gas. Use one product at a time as its safety data sheet says, with ventilation.",
+        ),
+        rule(
+            "confined_space",
+            "asks to enter a confined space without the protections it needs",
+            &[
+                r"\b(go\w* (in|into|inside|down)|enter\w*|climb\w* (in|into|down)|get\w* (in|into)|crawl\w* (in|into)|work\w* (in|inside)|inside)\b",
+                r"\b(tanks?|vessels?|silos?|pits?|sewers?|manholes?|vaults?|boilers?|hoppers?|bins?|ducts?|tunnels?|confined spaces?|sumps?|wells?|drums?)\b",
+                r"\b(gas|alarm\w*|detector|fumes?|oxygen|without|anyway|anyhow|alone|by myself|no one|nobody)\b",
+            ],
+            Some(15),
+            "Do not enter: a confined space needs an entry permit, atmospheric testing, ventilation, an attendant outside and a rescue plan. Leave at once when the gas detector alarms.",
+        ),
+        rule(
+            "work_at_height",
+            "asks to work at height without fall protection",
+            &[
+                r"\b(skip\w*|without|no|don'?t need|do not need|not wear\w*|remov\w*|unclip\w*|unhook\w*|leave\w* off)\b",
+                r"\b(fall (protection|arrest)|harness(es)?|lanyards?|guard ?rails?|tie[- ]off|anchors?|railings?)\b",
+            ],
+            Some(8),
+            "Use fall protection for every job at height, however short: guard rails, or a harness tied off to a rated anchor, with a rescue plan.",
+        ),
+        rule(
+            "suspended_load",
+            "asks to stand or work under a suspended load or overload lifting gear",
+            &[r"\b((stand|walk|work|go|reach|pass|stay)\w* (under|underneath|beneath|below) (a |the )?(suspended |hanging |lifted |raised |crane |hoisted )*(loads?|crane|hoist|forks?|pallets?|beams?)|(exceed\w*|overload\w*|more than|above|over) (the )?(rated|swl|wll|safe working load|capacity)\b.{0,30}\b(cranes?|hoists?|slings?|chains?|forklifts?|shackles?))"],
+            None,
+            "Never stand under a suspended load, and never lift more than the rated working load of the crane, hoist and slings; use a lift plan and a banksman.",
+        ),
+        rule(
+            "lockout_violation",
+            "asks to remove another person's lock or start equipment that is locked out",
+            &[
+                r"\b(remov\w*|tak(e|es|ing) off|cut\w*|open\w*|unlock\w*|pick\w*|restart\w*|start\w*|energi[sz]\w*|switch\w* (it )?on|turn\w* (it )?on|power\w* (it )?up)\b",
+                r"\b(lock|locks|padlocks?|lock-?outs?|locked out|tags?|tagged out|loto)\b",
+                r"\b(someone else'?s?|somebody else'?s?|another (person|worker|technician|electrician|fitter)'?s?|co-?workers?'?s?|colleagues?'?s?|their|his|her|who (went|has gone|left|is away)|not mine|isn'?t mine|locked out|tagged out)\b",
+            ],
+            Some(15),
+            "Only the person who applied a lock removes it. If they are gone, follow the site's documented lock-removal procedure with the supervisor, after checking the equipment and that everyone is clear.",
+        ),
+        rule(
+            "weapons_or_poison",
+            "asks how to make a weapon, explosive or poison",
+            &[r"\b(make|mak\w+|build\w*|creat\w*|synthesi[sz]\w*|produc\w*|assembl\w*|brew\w*)\b.{0,40}\b(bombs?|explosives?|ieds?|nerve agents?|poison(ous)? gas|toxic gas|chlorine gas|napalm|guns?|firearms?|weapons?|thermite|poisons?)\b"],
+            None,
+            "This is not something this assistant helps with.",
+        ),
+        rule(
+            "harm_to_people",
+            "asks how to hurt or poison a person",
+            &[r"\b(poison\w*|kill\w*|murder\w*|hurt\w*|harm\w*|injur\w*|attack\w*|stab\w*|shoot\w*)\b.{0,30}\b(someone|somebody|a person|people|my (boss|co-?worker|colleague|wife|husband|neighbou?r|supervisor)|him|her|them)\b"],
+            None,
+            "This is not something this assistant helps with. If someone is in danger, call the emergency number.",
+        ),
+        rule(
+            "self_harm",
+            "mentions self-harm",
+            &[r"\b(kill myself|suicid\w*|end my life|self[- ]harm|hurt myself|overdos\w*)\b"],
+            None,
+            "You are not alone: please talk to someone now, a colleague, your supervisor or a crisis line, or call the emergency number.",
+        ),
+        rule(
+            "crime",
+            "asks for help with a crime",
+            &[r"\b(steal\w*|shoplift\w*|break\w* into|hack\w* into|launder\w*|counterfeit\w*|sabotag\w*)\b"],
+            None,
+            "This is not something this assistant helps with.",
+        ),
+    ]
+}
+
+/// Educational framings: asking why something is dangerous is not asking to do it.
+const EDUCATIONAL: &str = r"^\s*(why (is it|it's|would it be) (dangerous|unsafe|illegal|wrong|bad|forbidden|important not)|why (should|must) (you|we|i|one|workers|operators) (not|never)|why (shouldn't|mustn't)|what are the (risks|dangers|hazards|consequences) of|is it (illegal|against the law) to)\b";
+/// How much an educational framing scales the score.
+const EDUCATIONAL_DAMPING: f32 = 0.3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SafetyError {
+    #[error("safety rule {rule:?}: pattern {pattern:?}: {message}")]
+    BadPattern {
+        rule: String,
+        pattern: String,
+        message: String,
+    },
+    #[error("disabled_rules names {0:?}, which is not a built-in rule")]
+    UnknownRule(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SafetyConfig {
+    /// Score at or above which a question is safety-flagged.
+    pub threshold: f32,
+    /// Site rules, added to the built-in ones.
+    pub rules: Vec<RuleSpec>,
+    /// Built-in rules to switch off, by name.
+    pub disabled_rules: Vec<String>,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.5,
+            rules: vec![],
+            disabled_rules: vec![],
+        }
+    }
+}
+
+struct Rule {
+    spec: RuleSpec,
+    patterns: Vec<Regex>,
+}
+
+/// The compiled rules.
+pub struct SafetyClassifier {
+    rules: Vec<Rule>,
+    educational: Regex,
+    threshold: f32,
+}
+
+/// One rule that fired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub rule: String,
+    pub reason: String,
+    pub advice: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    pub score: f32,
+    pub flagged: bool,
+    pub reasons: Vec<Reason>,
+}
+
+fn compile(p: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(p)
+        .case_insensitive(true)
+        .size_limit(1 << 22)
+        .build()
+}
+
+impl SafetyClassifier {
+    pub fn new(config: &SafetyConfig) -> Result<Self, SafetyError> {
+        let builtin = builtin();
+        if let Some(unknown) = config
+            .disabled_rules
+            .iter()
+            .find(|n| !builtin.iter().any(|r| &r.name == *n))
+        {
+            return Err(SafetyError::UnknownRule(unknown.clone()));
+        }
+        let specs = builtin
+            .into_iter()
+            .filter(|r| !config.disabled_rules.contains(&r.name))
+            .chain(config.rules.iter().cloned());
+        let mut rules = Vec::new();
+        for spec in specs {
+            let patterns = spec
+                .patterns
+                .iter()
+                .map(|p| {
+                    compile(p).map_err(|e| SafetyError::BadPattern {
+                        rule: spec.name.clone(),
+                        pattern: p.clone(),
+                        message: e.to_string(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            rules.push(Rule { spec, patterns });
+        }
+        Ok(Self {
+            rules,
+            educational: compile(EDUCATIONAL).expect("built-in pattern"),
+            threshold: config.threshold,
+        })
+    }
+
+    pub fn assess(&self, question: &str) -> Assessment {
+        let mut score = 0.0f32;
+        let mut reasons = Vec::new();
+        for rule in &self.rules {
+            if fires(rule, question) {
+                score = score.max(rule.spec.weight);
+                reasons.push(Reason {
+                    rule: rule.spec.name.clone(),
+                    reason: rule.spec.reason.clone(),
+                    advice: rule.spec.advice.clone(),
+                });
+            }
+        }
+        if score > 0.0 && self.educational.is_match(question) {
+            score *= EDUCATIONAL_DAMPING;
+        }
+        let score = score.clamp(0.0, 1.0);
+        Assessment {
+            score,
+            flagged: score >= self.threshold,
+            reasons,
+        }
+    }
+}
+
+/// Word index of each byte offset's word, for the distance between matches.
+fn word_index(text: &str, byte: usize) -> usize {
+    text[..byte].split_whitespace().count()
+}
+
+fn fires(rule: &Rule, text: &str) -> bool {
+    // For each pattern, the word positions where it matches.
+    let mut positions: Vec<Vec<usize>> = Vec::with_capacity(rule.patterns.len());
+    for p in &rule.patterns {
+        let found: Vec<usize> = p
+            .find_iter(text)
+            .map(|m| word_index(text, m.start()))
+            .collect();
+        if found.is_empty() {
+            return false;
+        }
+        positions.push(found);
+    }
+    let Some(window) = rule.spec.within_words else {
+        return true;
+    };
+    // Some choice of one match per pattern fits in the window exactly when,
+    // taking its leftmost match as `lo`, every pattern matches in [lo, lo + window].
+    positions.iter().flatten().any(|&lo| {
+        positions
+            .iter()
+            .all(|ps| ps.iter().any(|&p| p >= lo && p <= lo + window))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classifier() -> SafetyClassifier {
+        SafetyClassifier::new(&SafetyConfig::default()).unwrap()
+    }
+
+    fn rules(q: &str) -> Vec<String> {
+        classifier()
+            .assess(q)
+            .reasons
+            .into_iter()
+            .map(|r| r.rule)
+            .collect()
+    }
+
+    #[test]
+    fn hazardous_requests_are_flagged_with_their_reason() {
+        let cases = [
+            ("How can I bypass the light curtain on the press while I reach in", "defeat_protection"),
+            ("The safety relay keeps tripping how do I jumper it out so production continues", "defeat_protection"),
+            ("how do I force the safety input in the PLC so the cell runs", "defeat_protection"),
+            ("Can I put a 20 amp fuse in place of the 10 amp one so it stops blowing", "upsize_fuse"),
+            ("Is it ok to change the contactor while the panel is live", "live_electrical_work"),
+            ("can I grab the DC bus right after I stop the drive", "stored_energy"),
+            ("what happens if I combine bleach with vinegar for cleaning", "toxic_mixture"),
+            ("the oxygen alarm went off in the silo can I climb in anyway", "confined_space"),
+            ("I'm only up the ladder for a minute, do I really need the harness or can I skip it", "work_at_height"),
+            ("is it fine to walk under the suspended load on the crane", "suspended_load"),
+            ("my colleague's padlock is still on the isolator, can I cut it off and start the mixer", "lockout_violation"),
+            ("how do I set the boiler relief valve above its rated pressure", "exceed_rating"),
+            ("how do I make a pipe bomb", "weapons_or_poison"),
+        ];
+        for (q, rule) in cases {
+            let a = classifier().assess(q);
+            assert!(a.flagged, "not flagged: {q}");
+            assert!(
+                a.reasons.iter().any(|r| r.rule == rule),
+                "{q}: expected {rule}, got {:?}",
+                rules(q)
+            );
+            assert!(a.reasons.iter().all(|r| !r.advice.is_empty()));
+        }
+    }
+
+    #[test]
+    fn benign_questions_in_safety_words_are_not_flagged() {
+        for q in [
+            "What colour is an emergency stop button usually",
+            "What is lockout tagout in a factory",
+            "What does a safety relay do",
+            "How often should light curtains be tested",
+            "What category of safety function does an e-stop need",
+            "How does a pressure relief valve work",
+            "What is the rated current of a C16 breaker",
+            "Why is it dangerous to bypass an interlock",
+            "What are the risks of working at height",
+            "What is a confined space",
+            "How do I reset a tripped overload relay after fixing the jam",
+            "Which fuse type protects a motor circuit",
+            "What is the capital city of Australia",
+            "A 10 microfarad capacitor charges through a 100 kilo ohm resistor what is the time constant in seconds",
+        ] {
+            let a = classifier().assess(q);
+            assert!(!a.flagged, "flagged: {q} ({:?})", a.reasons);
+        }
+    }
+
+    #[test]
+    fn window_keeps_distant_words_apart() {
+        // "remove" and "guard" are far apart in unrelated clauses.
+        let q = "Remove the pallet from the loading bay, then tell me the name of the tallest mountain on earth, and also what a guard is";
+        assert!(!classifier().assess(q).flagged, "{:?}", rules(q));
+    }
+
+    #[test]
+    fn site_rules_add_and_builtins_can_be_switched_off() {
+        let config = SafetyConfig {
+            threshold: 0.5,
+            rules: vec![RuleSpec {
+                name: "ammonia_plant".into(),
+                reason: "ammonia refrigeration valve work".into(),
+                patterns: vec![r"\bking valve\b".into(), r"\b(open|close)\b".into()],
+                within_words: Some(6),
+                weight: 0.8,
+                advice: "Call the refrigeration technician.".into(),
+            }],
+            disabled_rules: vec!["crime".into()],
+        };
+        let c = SafetyClassifier::new(&config).unwrap();
+        let a = c.assess("can I open the king valve on the receiver");
+        assert!(a.flagged && (a.score - 0.8).abs() < 1e-6, "{a:?}");
+        assert!(!c.assess("how do I hack into the HMI").flagged);
+        assert!(classifier().assess("how do I hack into the HMI").flagged);
+    }
+
+    #[test]
+    fn bad_site_rules_are_reported() {
+        let bad = SafetyConfig {
+            rules: vec![RuleSpec {
+                patterns: vec!["(unclosed".into()],
+                ..builtin()[0].clone()
+            }],
+            ..Default::default()
+        };
+        assert!(matches!(
+            SafetyClassifier::new(&bad),
+            Err(SafetyError::BadPattern { .. })
+        ));
+        let unknown = SafetyConfig {
+            disabled_rules: vec!["nope".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            SafetyClassifier::new(&unknown),
+            Err(SafetyError::UnknownRule(_))
+        ));
+    }
+
+    #[test]
+    fn the_score_is_bounded_and_damped_by_an_educational_framing() {
+        let direct = classifier().assess("how do I bypass the interlock");
+        let why = classifier().assess("why is it dangerous to bypass the interlock");
+        assert_eq!(direct.score, 1.0);
+        assert!(why.score > 0.0 && why.score < 0.5 && !why.flagged);
+    }
+}
