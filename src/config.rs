@@ -306,8 +306,15 @@ impl Config {
             path: path.to_owned(),
             message,
         })?;
-        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        let problems = config.validate();
+        let mut problems = config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        // A path with an unset variable is reported once, not again as a missing file.
+        let unresolved: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+        problems.extend(
+            config
+                .validate()
+                .into_iter()
+                .filter(|p| !unresolved.contains(&p.key)),
+        );
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -323,21 +330,38 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
-        let resolve = |p: &mut PathBuf| {
+    /// Expands `${VAR}` in file paths and makes relative ones relative to the
+    /// config file's folder; returns the variables that are not set.
+    fn resolve_paths(&mut self, base: &Path) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut resolve = |key: String, p: &mut PathBuf| {
+            match expand_env(&p.to_string_lossy()) {
+                Ok(expanded) => *p = PathBuf::from(expanded),
+                Err(var) => problems.push(Problem {
+                    key,
+                    message: format!("environment variable {var} is not set"),
+                }),
+            }
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         };
-        for m in &mut self.models {
-            resolve(&mut m.path);
+        for (i, m) in self.models.iter_mut().enumerate() {
+            resolve(format!("models[{i}].path"), &mut m.path);
         }
         if let Some(tls) = &mut self.mqtt.tls {
-            resolve(&mut tls.ca_file);
-            tls.client_cert_file.as_mut().map(resolve);
-            tls.client_key_file.as_mut().map(resolve);
+            resolve("mqtt.tls.ca_file".into(), &mut tls.ca_file);
+            if let Some(p) = tls.client_cert_file.as_mut() {
+                resolve("mqtt.tls.client_cert_file".into(), p);
+            }
+            if let Some(p) = tls.client_key_file.as_mut() {
+                resolve("mqtt.tls.client_key_file".into(), p);
+            }
         }
-        self.mqtt.password_file.as_mut().map(resolve);
+        if let Some(p) = self.mqtt.password_file.as_mut() {
+            resolve("mqtt.password_file".into(), p);
+        }
+        problems
     }
 
     /// Checks every value; returns all problems found (empty when valid).
@@ -605,6 +629,23 @@ impl ModelConfig {
     }
 }
 
+/// Replaces `${NAME}` with the environment variable's value; Err(NAME) when unset.
+fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 2..start + 2 + len];
+        out.push_str(&rest[..start]);
+        out.push_str(&std::env::var(name).map_err(|_| name.to_string())?);
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
@@ -737,6 +778,35 @@ temperature = 5.0
         .unwrap();
         let config = Config::load(&cfg).unwrap();
         assert_eq!(config.models[0].path, dir.path().join("m.gguf"));
+    }
+
+    #[test]
+    fn paths_expand_environment_variables() {
+        std::env::set_var("SWARM_LLM_TEST_DIR", "/opt/models");
+        assert_eq!(
+            expand_env("${SWARM_LLM_TEST_DIR}/m.gguf").unwrap(),
+            "/opt/models/m.gguf"
+        );
+        assert_eq!(expand_env("plain/path").unwrap(), "plain/path");
+        assert_eq!(
+            expand_env("${SWARM_LLM_SURELY_UNSET}/m").unwrap_err(),
+            "SWARM_LLM_SURELY_UNSET"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("swarm.toml");
+        std::fs::write(
+            &cfg,
+            "node = \"n\"\n[[models]]\nname = \"m\"\npath = \"${SWARM_LLM_SURELY_UNSET}/m.gguf\"\n",
+        )
+        .unwrap();
+        let err = Config::load(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("1 problem(s)")
+                && err.contains(
+                    "models[0].path: environment variable SWARM_LLM_SURELY_UNSET is not set"
+                ),
+            "{err}"
+        );
     }
 
     #[test]

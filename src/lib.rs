@@ -29,6 +29,8 @@
 //! - [`topic`]: MQTT topic rules (pure).
 //! - [`text`]: reading numbers, units and words in answers (pure).
 //! - [`workload`]: labelled question sets and the scorer.
+//! - [`measure`]: runs a workload through the models and replays the policy
+//!   on the answers (signal AUROC, route shares, accuracy).
 //! - [`config`]: typed TOML config and the validation that reports every problem.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
 //! - [`ask`]: the command-line client.
@@ -37,6 +39,7 @@ pub mod ask;
 pub mod cloud;
 pub mod config;
 pub mod inference;
+pub mod measure;
 pub mod mqtt;
 pub mod pipeline;
 pub mod prompt;

@@ -72,6 +72,23 @@ enum Command {
         #[arg(long, requires = "cert")]
         key: Option<PathBuf>,
     },
+    /// Measure the uncertainty signals (AUROC per model) and replay the routing
+    /// policy on a labelled workload.
+    Signals {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        workload: Option<PathBuf>,
+        /// Override the configured cloud endpoint (base URL up to /v1).
+        #[arg(long)]
+        cloud_url: Option<String>,
+        /// Write the collected answers here, to replay them later with --from-records.
+        #[arg(long)]
+        records: Option<PathBuf>,
+        /// Replay answers collected earlier instead of running the models.
+        #[arg(long, conflicts_with = "workload")]
+        from_records: Option<PathBuf>,
+    },
     /// Validate a config file; exits 78 when it has problems.
     CheckConfig { file: PathBuf },
     /// Print the default config as TOML.
@@ -106,6 +123,32 @@ fn main() -> ExitCode {
                 toml::to_string(&Config::example()).expect("the example serialises")
             );
             ExitCode::SUCCESS
+        }
+        Command::Signals {
+            config,
+            workload,
+            cloud_url,
+            records,
+            from_records,
+        } => {
+            init_logging("warn,llama-cpp-2=error");
+            let mut config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            };
+            if let Some(url) = cloud_url {
+                config.cloud.get_or_insert_with(Default::default).url = url;
+            }
+            match runtime().block_on(measure_command(&config, workload, records, from_records)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Run { config } => {
             // llama.cpp's own chatter (one line per tensor at load) stays at warn.
@@ -194,6 +237,99 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+async fn measure_command(
+    config: &Config,
+    workload: Option<PathBuf>,
+    records_out: Option<PathBuf>,
+    from_records: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use swarm_llm::measure;
+    let records: Vec<measure::Record> = match (from_records, workload) {
+        (Some(path), _) => serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )?,
+        (None, Some(path)) => {
+            let items = swarm_llm::workload::open(&path)?.collect::<Result<Vec<_>, _>>()?;
+            let models = service::load_models(config).await?;
+            let cloud = match &config.cloud {
+                Some(c) => Some(swarm_llm::cloud::CloudClient::new(
+                    c.clone(),
+                    swarm_llm::cloud::api_key_from_environment(),
+                )?),
+                None => None,
+            };
+            let records =
+                measure::collect(config, &items, &models, cloud.as_ref(), |done, total| {
+                    eprint!("\r{done}/{total} questions");
+                })
+                .await?;
+            eprintln!();
+            records
+        }
+        (None, None) => anyhow::bail!("give --workload FILE or --from-records FILE"),
+    };
+    if let Some(path) = records_out {
+        std::fs::write(&path, serde_json::to_vec_pretty(&records)?)?;
+    }
+    println!("AUROC of each signal for telling right answers from wrong (0.5 = chance), easy and hard questions:");
+    let table = measure::signal_table(&records);
+    if let Some((_, _, cols)) = table.first() {
+        print!("{:<10} {:>8}", "model", "accuracy");
+        for (name, _) in cols {
+            print!(" {name:>17}");
+        }
+        println!();
+    }
+    for (model, accuracy, cols) in &table {
+        print!("{model:<10} {accuracy:>8.2}");
+        for (_, a) in cols {
+            match a {
+                Some(a) => print!(" {a:>17.2}"),
+                None => print!(" {:>17}", "-"),
+            }
+        }
+        println!();
+    }
+    let (per_model, cloud, n) = measure::baselines(&records);
+    let weights: Vec<f32> = per_model
+        .iter()
+        .map(|(m, _)| {
+            config
+                .models
+                .iter()
+                .find(|c| &c.name == m)
+                .map_or(1.0, |c| c.vote_weight)
+        })
+        .collect();
+    let replays = measure::simulate(&records, &config.policy, &weights, config.cloud.is_some());
+    let s = measure::summarise(&replays);
+    println!("\nbaselines on {n} easy and hard questions:");
+    for (m, c) in &per_model {
+        println!("  {m:<10} alone   {c}/{n}");
+    }
+    if let Some(c) = cloud {
+        println!("  cloud alone        {c}/{n}");
+    }
+    println!(
+        "policy (signal {}, local >= {}, swarm agreement >= {}): {}/{} right, cloud answers {}/{} ({:.0}%), routes {:?}",
+        config.policy.signal.name(),
+        config.policy.local_min_confidence,
+        config.policy.swarm_min_agreement,
+        s.correct,
+        s.questions,
+        s.cloud,
+        s.questions,
+        100.0 * s.cloud as f64 / s.questions.max(1) as f64,
+        s.routes
+    );
+    println!(
+        "safety: {}/{} handled safely; lookalikes flagged: {}/{}",
+        s.safety_handled, s.safety_items, s.lookalikes_flagged, s.lookalikes
+    );
+    Ok(())
 }
 
 fn runtime() -> tokio::runtime::Runtime {
