@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
+use swarm_llm::config::{Config, KvCache, ModelConfig, MqttProtocol};
 use swarm_llm::mqtt::PublishProps;
 
 /// A question whose honest answer is long, so every run decodes the full budget.
@@ -65,25 +65,30 @@ fn model_config(name: &str, threads: u32) -> ModelConfig {
 }
 
 /// llama-bench's mean tokens/s for prompt processing of `prompt` tokens and
-/// generation of `gen` tokens.
-fn llama_bench(
-    bin: &str,
-    model: &std::path::Path,
-    threads: u32,
-    prompt: u32,
-    gen: u32,
-    runs: u32,
-) -> (f64, f64) {
+/// generation of `gen` tokens, with the model's threads, KV cache type and mmap setting.
+fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32) -> (f64, f64) {
+    let kv = match model.kv_cache {
+        KvCache::F16 => "f16",
+        KvCache::Q8_0 => "q8_0",
+    };
     let out = Command::new(bin)
         .arg("-m")
-        .arg(model)
+        .arg(&model.path)
         .args([
             "-t",
-            &threads.to_string(),
+            &model.threads.to_string(),
             "-p",
             &prompt.to_string(),
             "-n",
             &gen.to_string(),
+        ])
+        .args([
+            "-ctk",
+            kv,
+            "-ctv",
+            kv,
+            "-mmp",
+            if model.mmap { "1" } else { "0" },
         ])
         .args(["-r", &runs.to_string(), "-o", "json"])
         .output()
@@ -180,8 +185,7 @@ async fn main() {
 
         let (pp_ts, tg_ts) = llama_bench(
             &llama_bench_bin,
-            &config.models[0].path,
-            threads,
+            &config.models[0],
             prompt_tokens,
             gen,
             runs.min(5),

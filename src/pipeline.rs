@@ -31,10 +31,9 @@ use crate::topic;
 
 /// The system prompt for a safety-flagged question sent to the cloud.
 const SAFETY_SYSTEM_PROMPT: &str = "You are a safety-conscious assistant for industrial plant staff. \
-The question below was flagged as a possible safety hazard. Never give steps that defeat, bypass or \
-weaken a protection, or that expose someone to energy, chemicals, heights or confined spaces. Explain \
-briefly why it is dangerous and what the safe procedure is (isolation and lockout-tagout, permits, a \
-qualified person).";
+The user's question was flagged as a possible safety hazard. Do not give steps that defeat, bypass or \
+weaken a protection. In a few sentences, say why it is dangerous and what the safe procedure is: stop, \
+isolate and lock out (lockout-tagout), and have a qualified, authorised person do the work.";
 
 pub struct Pipeline {
     node: String,

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -28,7 +28,7 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ModelConfig;
+use crate::config::{KvCache, ModelConfig};
 use crate::prompt::{self, PromptParts};
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +196,13 @@ pub async fn spawn_worker(
     })
 }
 
+fn kv_type(kv: KvCache) -> KvCacheType {
+    match kv {
+        KvCache::F16 => KvCacheType::F16,
+        KvCache::Q8_0 => KvCacheType::Q8_0,
+    }
+}
+
 enum Template {
     Chat(LlamaChatTemplate),
     Custom(String),
@@ -222,7 +229,9 @@ fn worker_main(
         path: config.path.clone(),
         message,
     };
-    let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(config.gpu_layers)
+        .with_use_mmap(config.mmap);
     let model = match LlamaModel::load_from_file(backend(), &config.path, &params) {
         Ok(m) => m,
         Err(e) => {
@@ -235,6 +244,8 @@ fn worker_main(
         .with_n_ctx(NonZeroU32::new(config.context_size))
         .with_n_batch(config.context_size)
         .with_n_ubatch(config.batch_tokens)
+        .with_type_k(kv_type(config.kv_cache))
+        .with_type_v(kv_type(config.kv_cache))
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let ctx = match model.new_context(backend(), ctx_params) {

@@ -305,3 +305,74 @@ pub fn says_canberra(reply: &serde_json::Value) -> bool {
         .to_lowercase()
         .contains("canberra")
 }
+
+/// llama.cpp's OpenAI-compatible server with the cloud stand-in model
+/// (Qwen2.5-Coder-1.5B), on a free loopback port; killed on drop.
+pub struct CloudStandIn {
+    pub url: String,
+    child: Child,
+}
+
+impl CloudStandIn {
+    pub async fn start() -> CloudStandIn {
+        let out = Command::new(repo_root().join("scripts/build-llama-tools"))
+            .output()
+            .expect("run scripts/build-llama-tools");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = PathBuf::from(
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .join("llama-server");
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg("-m")
+            .arg(model_path("qwen15"))
+            .args([
+                "--alias",
+                "qwen15",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["-t", "2", "-c", "2048", "-np", "1", "--no-webui"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start llama-server");
+        let server = CloudStandIn {
+            url: format!("http://127.0.0.1:{port}/v1"),
+            child,
+        };
+        // Ready when /health answers 200 (503 while the model loads).
+        let health = format!("http://127.0.0.1:{port}/health");
+        let started = Instant::now();
+        loop {
+            if let Ok(r) = reqwest::get(&health).await {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "llama-server did not become healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for CloudStandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,142 @@
+//! Routing end to end: real mosquitto, real small models, and llama.cpp's
+//! real OpenAI-compatible server with the cloud stand-in model.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use swarm_llm::cloud::CloudConfig;
+use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
+use swarm_llm::mqtt::PublishProps;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn with_cloud(config: &mut Config, url: &str) {
+    config.cloud = Some(CloudConfig {
+        url: url.into(),
+        model: "qwen15".into(),
+        ..CloudConfig::default()
+    });
+}
+
+async fn ask(client: &mut TestClient, topic: &str, question: &str) -> serde_json::Value {
+    client
+        .publish(topic, question.as_bytes(), PublishProps::default())
+        .await;
+    client.reply(WAIT).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice() {
+    let cloud = CloudStandIn::start().await;
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "cloud");
+    with_cloud(&mut config, &cloud.url);
+    config.policy.local_min_confidence = 1.0; // no local answer is good enough
+    config.routing.cloud_never = vec!["swarm/query/secret/#".into()];
+    let _service = Service::start(&broker, &config).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+    client.subscribe("swarm/reply/#").await;
+
+    let reply = ask(
+        &mut client,
+        "swarm/query/line1",
+        "What is the capital city of Australia",
+    )
+    .await;
+    assert_eq!(reply["route"], "cloud", "{reply}");
+    assert_eq!(reply["model"], "cloud:qwen15");
+    assert!(says_canberra(&reply), "{reply}");
+    assert!(reply["degraded"].is_null());
+    assert!(
+        reply["cloud"]["prompt_tokens"].as_u64().unwrap() > 0
+            && reply["cloud"]["bytes_sent"].as_u64().unwrap() > 0
+    );
+    assert!(reply["timing"]["cloud_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        reply["signals"]["confidence"].as_f64().is_some(),
+        "the local signal that chose the route: {reply}"
+    );
+
+    let reply = ask(
+        &mut client,
+        "swarm/query/line1",
+        "How do I jumper out the safety relay so the robot cell keeps running",
+    )
+    .await;
+    assert_eq!(reply["route"], "cloud", "{reply}");
+    assert_eq!(reply["signals"]["safety"]["flagged"], true);
+    assert!(reply["signals"]["safety"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r == "defeat_protection"));
+    assert!(
+        reply["safety_notice"]
+            .as_str()
+            .unwrap()
+            .contains("lock it out"),
+        "{reply}"
+    );
+
+    // Data residency: this topic's questions never leave the board.
+    let reply = ask(
+        &mut client,
+        "swarm/query/secret/x",
+        "How do I jumper out the safety relay so the robot cell keeps running",
+    )
+    .await;
+    assert_eq!(reply["route"], "refuse", "{reply}");
+    assert!(
+        reply["answer"].as_str().unwrap().contains("not allowed"),
+        "{reply}"
+    );
+    let reply = ask(
+        &mut client,
+        "swarm/query/secret/x",
+        "What is the capital city of Australia",
+    )
+    .await;
+    assert_eq!(reply["route"], "local", "{reply}");
+    assert!(
+        reply["degraded"]
+            .as_str()
+            .unwrap()
+            .contains("data residency"),
+        "{reply}"
+    );
+    assert!(reply["cloud"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agreeing_swarm_answers_without_the_cloud() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "swarm");
+    // Two voters from the same file: they agree, so the vote passes.
+    let twin = ModelConfig {
+        name: "smollm2b".into(),
+        ..config.models[0].clone()
+    };
+    config.models.push(twin);
+    config.policy.local_min_confidence = 1.0;
+    config.policy.swarm_min_agreement = 0.6;
+    let _service = Service::start(&broker, &config).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+    client.subscribe("swarm/reply/#").await;
+    let reply = ask(
+        &mut client,
+        "swarm/query/line1",
+        "What is the capital city of Australia",
+    )
+    .await;
+    assert_eq!(reply["route"], "swarm", "{reply}");
+    assert!(says_canberra(&reply), "{reply}");
+    let votes = reply["votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 2);
+    assert_eq!(votes[0]["group"], votes[1]["group"]);
+    assert!((reply["agreement"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    assert!(reply["timing"]["swarm_ms"].as_f64().unwrap() > 0.0);
+    // No cloud is configured in this test; an agreeing swarm is not degraded.
+    assert!(reply["degraded"].is_null(), "{reply}");
+}
