@@ -87,8 +87,8 @@ fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32)
             kv,
             "-ctv",
             kv,
-            "-mmp",
-            if model.mmap { "1" } else { "0" },
+            "-lm",
+            if model.mmap { "mmap" } else { "none" },
         ])
         .args(["-r", &runs.to_string(), "-o", "json"])
         .output()

@@ -153,20 +153,15 @@ impl Pipeline {
             }
             BeforeGeneration::SafetyCloud => {
                 reply.safety_notice = Some(safety_notice(&assessment));
-                let started = Instant::now();
-                let result = self
-                    .ask_cloud(SAFETY_SYSTEM_PROMPT, req, deadline, &mut reply)
-                    .await;
-                timing.cloud_ms = Some(millis(started.elapsed()));
-                Ok(match result {
-                    Ok(a) => Answer {
-                        text: a.text,
-                        model: self.cloud_model(),
-                        route: Route::Cloud,
-                        degraded: None,
+                Ok(
+                    match self
+                        .cloud_answer(SAFETY_SYSTEM_PROMPT, req, deadline, &mut reply, &mut timing)
+                        .await
+                    {
+                        Ok(a) => a,
+                        Err(e) => refusal(&assessment, &format!("the cloud failed: {e}")),
                     },
-                    Err(e) => refusal(&assessment, &format!("the cloud failed: {e}")),
-                })
+                )
             }
             BeforeGeneration::AnswerLocally => {
                 self.answer_locally(
@@ -252,12 +247,12 @@ impl Pipeline {
             gates,
             &self.policy,
         );
-        let (candidate, go_cloud) = match step {
+        let candidate = match step {
             AfterFirst::Accept => return Ok(local(None)),
             AfterFirst::AcceptDegraded => {
                 return Ok(local(Some(self.cloud_unusable_reason(gates))))
             }
-            AfterFirst::Cloud => (local(None), true),
+            AfterFirst::Cloud => local(None),
             AfterFirst::Vote => {
                 let swarm_started = Instant::now();
                 let (tally, outcome) = self.vote(req, &first, confidence, deadline, abort).await;
@@ -295,31 +290,25 @@ impl Pipeline {
                     AfterVote::AcceptDegraded => {
                         return Ok(swarm(Some(self.cloud_unusable_reason(gates))))
                     }
-                    AfterVote::Cloud => (swarm(None), true),
+                    AfterVote::Cloud => swarm(None),
                 }
             }
         };
-        debug_assert!(go_cloud);
-        let cloud_started = Instant::now();
-        let result = self
-            .ask_cloud(&self.system_prompt, req, deadline, reply)
-            .await;
-        timing.cloud_ms = Some(millis(cloud_started.elapsed()));
-        Ok(match result {
-            Ok(a) => Answer {
-                text: a.text,
-                model: self.cloud_model(),
-                route: Route::Cloud,
-                degraded: None,
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cloud failed; answering with the best local answer");
-                Answer {
-                    degraded: Some(format!("the cloud failed: {e}")),
-                    ..candidate
+        Ok(
+            match self
+                .cloud_answer(&self.system_prompt, req, deadline, reply, timing)
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cloud failed; answering with the best local answer");
+                    Answer {
+                        degraded: Some(format!("the cloud failed: {e}")),
+                        ..candidate
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     /// The swarm vote, starting from the first model's ballot.
@@ -369,6 +358,26 @@ impl Pipeline {
         }
         let outcome = tally.outcome(remaining.max(0.0), threshold);
         (tally, outcome)
+    }
+
+    /// Asks the cloud, timing the call, as an answer of the `cloud` route.
+    async fn cloud_answer(
+        &self,
+        system: &str,
+        req: &Request,
+        deadline: Instant,
+        reply: &mut Reply,
+        timing: &mut Timing,
+    ) -> Result<Answer, CloudError> {
+        let started = Instant::now();
+        let result = self.ask_cloud(system, req, deadline, reply).await;
+        timing.cloud_ms = Some(millis(started.elapsed()));
+        result.map(|a| Answer {
+            text: a.text,
+            model: self.cloud_model(),
+            route: Route::Cloud,
+            degraded: None,
+        })
     }
 
     fn cloud_model(&self) -> String {

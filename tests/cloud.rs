@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use swarm_llm::cloud::{CloudClient, CloudConfig, CloudError};
-use swarm_llm::config::MqttProtocol;
 use swarm_llm::mqtt::PublishProps;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -250,8 +249,7 @@ async fn the_service_degrades_gracefully_when_the_cloud_fails() {
     // Every answer falls short of the bar, so every question wants the cloud.
     config.policy.local_min_confidence = 1.0;
     let service = Service::start(&broker, &config).await;
-    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
-    client.subscribe("swarm/reply/#").await;
+    let mut client = TestClient::replies(&broker).await;
 
     client
         .publish(

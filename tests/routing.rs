@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use swarm_llm::cloud::CloudConfig;
-use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
+use swarm_llm::config::{Config, ModelConfig};
 use swarm_llm::mqtt::PublishProps;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -36,8 +36,7 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
     config.policy.local_min_confidence = 1.0; // no local answer is good enough
     config.routing.cloud_never = vec!["swarm/query/secret/#".into()];
     let _service = Service::start(&broker, &config).await;
-    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
-    client.subscribe("swarm/reply/#").await;
+    let mut client = TestClient::replies(&broker).await;
 
     let reply = ask(
         &mut client,
@@ -122,8 +121,7 @@ async fn an_agreeing_swarm_answers_without_the_cloud() {
     config.policy.local_min_confidence = 1.0;
     config.policy.swarm_min_agreement = 0.6;
     let _service = Service::start(&broker, &config).await;
-    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
-    client.subscribe("swarm/reply/#").await;
+    let mut client = TestClient::replies(&broker).await;
     let reply = ask(
         &mut client,
         "swarm/query/line1",

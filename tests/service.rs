@@ -156,8 +156,7 @@ async fn bad_inputs_get_error_replies_and_the_service_keeps_answering() {
     // A small context so that a question within the byte limit overflows it.
     config.models[0].context_size = 256;
     let service = Service::start(&broker, &config).await;
-    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
-    client.subscribe("swarm/reply/#").await;
+    let mut client = TestClient::replies(&broker).await;
 
     let long_question = format!(
         r#"{{"question":"{}"}}"#,
@@ -256,9 +255,11 @@ async fn bad_inputs_get_error_replies_and_the_service_keeps_answering() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_answers_the_question_in_flight_then_says_offline() {
     let broker = Broker::start();
-    let mut service = Service::start(&broker, &service_config(&broker, "drain")).await;
-    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
-    client.subscribe("swarm/reply/#").await;
+    let mut config = service_config(&broker, "drain");
+    // This test is about draining, not the drain timeout: room for a slow machine.
+    config.limits.drain_timeout_ms = 120_000;
+    let mut service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
     client
         .publish(
             "swarm/query/drain",

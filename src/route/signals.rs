@@ -34,7 +34,7 @@ impl Uncertainty {
                 tokens: 0,
                 min_prob: 0.0,
                 low_quantile_prob: 0.0,
-                mean_log_prob: f32::NEG_INFINITY,
+                mean_log_prob: 0.0,
                 mean_entropy: 0.0,
             };
         }
@@ -202,11 +202,14 @@ mod tests {
     }
 
     #[test]
-    fn empty_answers_have_no_confidence() {
+    fn empty_answers_have_no_confidence_and_survive_json() {
         let u = Uncertainty::from_tokens(&[], &[]);
         for s in Signal::ALL {
             assert_eq!(s.confidence(&u), 0.0);
         }
+        // Records of measurements are saved as JSON and read back.
+        let back: Uncertainty = serde_json::from_str(&serde_json::to_string(&u).unwrap()).unwrap();
+        assert_eq!(back, u);
     }
 
     #[test]

@@ -119,9 +119,12 @@ pub fn service_config(broker: &Broker, node: &str) -> Config {
     c.mqtt.reconnect_min_ms = 100;
     c.mqtt.reconnect_max_ms = 1000;
     c.cloud = None;
+    // One thread per model: the tests of a file run in parallel on a 2-core
+    // machine, and llama.cpp's OpenMP threads spin when oversubscribed.
     c.models = vec![ModelConfig {
         path: test_model(),
         max_tokens: 48,
+        threads: 1,
         ..c.models[0].clone()
     }];
     c
@@ -234,6 +237,13 @@ impl TestClient {
             poller,
         };
         c.wait_for(|e| matches!(e, Event::Connected { .. })).await;
+        c
+    }
+
+    /// An MQTT 5 client subscribed to every default reply topic.
+    pub async fn replies(broker: &Broker) -> TestClient {
+        let mut c = TestClient::connect(broker, MqttProtocol::V5).await;
+        c.subscribe("swarm/reply/#").await;
         c
     }
 
