@@ -33,6 +33,7 @@
 //!   on the answers (signal AUROC, route shares, accuracy).
 //! - [`config`]: typed TOML config and the validation that reports every problem.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
+//! - [`systemd`]: readiness, stopping and a watchdog that trips on a hung model thread.
 //! - [`ask`]: the command-line client.
 
 pub mod ask;
@@ -47,6 +48,7 @@ pub mod protocol;
 pub mod route;
 pub mod service;
 pub mod stages;
+pub mod systemd;
 pub mod text;
 pub mod topic;
 pub mod workload;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +30,7 @@ use crate::pipeline::Pipeline;
 use crate::protocol::DecodeRules;
 use crate::route::safety::SafetyError;
 use crate::stages::{intake::Intake, mqtt_in::MqttIn, mqtt_out::MqttOut, router::Router};
+use crate::systemd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -109,6 +110,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     );
 
     let (raw_tx, raw_rx) = mpsc::channel(RAW_CHANNEL);
+    let (subscribed_tx, mut subscribed_rx) = watch::channel(false);
     let (accepted_tx, accepted_rx) = mpsc::channel(config.limits.intake_queue);
     let (out_tx, out_rx) = mpsc::channel(config.limits.intake_queue + config.limits.max_in_flight);
     let mqtt_done = CancellationToken::new();
@@ -126,6 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 Duration::from_millis(config.mqtt.reconnect_max_ms),
             ),
             to_intake: raw_tx,
+            subscribed: subscribed_tx,
             stop_intake: shutdown.clone(),
             stop: mqtt_done.clone(),
         }
@@ -164,8 +167,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         }
         .run(),
     );
+    // READY=1 once the models are loaded (above) and the subscription is granted.
+    let ready_models = models.clone();
+    tasks.spawn(async move {
+        if subscribed_rx.wait_for(|s| *s).await.is_ok() {
+            systemd::ready(&ready_models);
+        }
+    });
+    if let Some(period) = systemd::watchdog_period() {
+        tasks.spawn(systemd::watchdog(models.clone(), period, shutdown.clone()));
+    }
     tasks.close();
     shutdown.cancelled().await;
+    systemd::stopping();
     tracing::info!("shutting down: answering accepted questions, then disconnecting");
     tasks.wait().await;
     tracing::info!("stopped");

@@ -14,7 +14,8 @@ pub mod sampling;
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
@@ -121,11 +122,52 @@ pub struct ModelInfo {
     pub parameters: u64,
 }
 
+/// Whether a worker thread is alive and well: busy with a job, and when it
+/// last made progress. The systemd watchdog reads it.
+#[derive(Debug, Default)]
+pub struct WorkerHealth {
+    busy: AtomicBool,
+    /// Milliseconds since [`epoch`] of the last progress.
+    last_progress_ms: AtomicU64,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+impl WorkerHealth {
+    pub fn start_job(&self) {
+        self.progress();
+        self.busy.store(true, Ordering::Release);
+    }
+
+    pub fn progress(&self) {
+        self.last_progress_ms.store(now_ms(), Ordering::Release);
+    }
+
+    pub fn finish_job(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    /// Busy and no progress for at least `limit`.
+    pub fn stalled_for(&self, limit: Duration) -> bool {
+        self.busy.load(Ordering::Acquire)
+            && now_ms().saturating_sub(self.last_progress_ms.load(Ordering::Acquire))
+                >= limit.as_millis() as u64
+    }
+}
+
 /// The async side of a worker's job queue. Cheap to clone.
 #[derive(Clone)]
 pub struct ModelHandle {
     pub info: ModelInfo,
     jobs: mpsc::Sender<Job>,
+    health: Arc<WorkerHealth>,
 }
 
 impl ModelHandle {
@@ -154,6 +196,10 @@ impl ModelHandle {
         answer.await.map_err(|_| gone())?
     }
 
+    pub fn health(&self) -> &WorkerHealth {
+        &self.health
+    }
+
     /// Jobs waiting in this model's queue.
     pub fn queued(&self) -> usize {
         self.jobs.max_capacity() - self.jobs.capacity()
@@ -179,9 +225,11 @@ pub async fn spawn_worker(
     let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_depth);
     let (ready_tx, ready_rx) = oneshot::channel();
     let name = config.name.clone();
+    let health = Arc::new(WorkerHealth::default());
+    let worker_health = health.clone();
     std::thread::Builder::new()
         .name(format!("llm-{}", config.name))
-        .spawn(move || worker_main(config, system_prompt, jobs_rx, ready_tx))
+        .spawn(move || worker_main(config, system_prompt, jobs_rx, ready_tx, worker_health))
         .map_err(|e| InferenceError::Load {
             model: name.clone(),
             path: PathBuf::new(),
@@ -193,6 +241,7 @@ pub async fn spawn_worker(
     Ok(ModelHandle {
         info,
         jobs: jobs_tx,
+        health,
     })
 }
 
@@ -223,6 +272,7 @@ fn worker_main(
     system_prompt: String,
     mut jobs: mpsc::Receiver<Job>,
     ready: oneshot::Sender<Result<ModelInfo, InferenceError>>,
+    health: Arc<WorkerHealth>,
 ) {
     let load_err = |message: String| InferenceError::Load {
         model: config.name.clone(),
@@ -292,7 +342,9 @@ fn worker_main(
         if job.reply.is_closed() {
             continue; // the asker gave up while the job was queued
         }
-        let result = worker.generate(&job);
+        health.start_job();
+        let result = worker.generate(&job, &health);
+        health.finish_job();
         let _ = job.reply.send(result);
     }
     tracing::debug!(model = %worker.config.name, "worker stopped");
@@ -335,7 +387,7 @@ impl Worker<'_> {
         tokens
     }
 
-    fn generate(&mut self, job: &Job) -> Result<Generation, InferenceError> {
+    fn generate(&mut self, job: &Job, health: &WorkerHealth) -> Result<Generation, InferenceError> {
         let start = Instant::now();
         let name = self.config.name.clone();
         let decode_err = |e: &dyn std::fmt::Display| InferenceError::Decode {
@@ -392,6 +444,7 @@ impl Worker<'_> {
             let logits = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
             let step = sampling::step(logits, self.config.temperature, &mut self.rng);
             first_token_at.get_or_insert_with(Instant::now);
+            health.progress();
             probs.push(step.prob);
             entropies.push(step.entropy);
             let token = LlamaToken::new(step.token as i32);

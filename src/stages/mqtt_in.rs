@@ -7,7 +7,7 @@
 //! and after an error it waits a jittered backoff before reconnecting.
 
 use rand::SeedableRng;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::mqtt::{AckToken, Backoff, Client, Event, EventLoop};
@@ -22,6 +22,8 @@ pub struct MqttIn {
     pub backoff: Backoff,
     /// Raw messages for intake.
     pub to_intake: mpsc::Sender<(Inbound, AckToken)>,
+    /// True while the request subscription is granted (readiness for systemd).
+    pub subscribed: watch::Sender<bool>,
     /// Stop taking new messages (they stay unacknowledged at the broker and are
     /// delivered again after a restart).
     pub stop_intake: CancellationToken,
@@ -51,6 +53,7 @@ impl MqttIn {
                     ) {
                         tracing::warn!(error = %e, "cannot queue the online status");
                     }
+                    self.subscribed.send_replace(true);
                 }
                 Ok(Event::Subscribed { granted: false }) => {
                     tracing::error!(filter = %self.request_filter, "the broker refused the subscription (check its ACL)");
@@ -79,6 +82,7 @@ impl MqttIn {
                     break;
                 }
                 Err(e) => {
+                    self.subscribed.send_replace(false);
                     let delay = self.backoff.next_delay(&mut rng);
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
                     tokio::select! {
