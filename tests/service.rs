@@ -341,3 +341,52 @@ async fn ask_times_out_with_its_own_exit_code_when_nobody_answers() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_in_the_middle_of_a_burst_loses_no_question() {
+    let mut broker = Broker::start();
+    let service = Service::start(&broker, &service_config(&broker, "restart")).await;
+    let mut client = TestClient::persistent(&broker, "restart-test-client").await;
+    client.subscribe("gw/restart/answers").await;
+    let ask = |i: usize| {
+        format!(
+            r#"{{"id":"q{i}","question":"What is the capital city of Australia","reply_to":"gw/restart/answers"}}"#
+        )
+    };
+    for i in 0..10 {
+        client
+            .publish(
+                "swarm/query/burst",
+                ask(i).as_bytes(),
+                PublishProps::default(),
+            )
+            .await;
+    }
+    broker.restart();
+    for i in 10..20 {
+        client
+            .publish(
+                "swarm/query/burst",
+                ask(i).as_bytes(),
+                PublishProps::default(),
+            )
+            .await;
+    }
+    let mut answered = std::collections::BTreeMap::<String, usize>::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while answered.len() < 20 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(m) = client.next_message(left).await else {
+            panic!(
+                "only {} of 20 answered: {answered:?}\n{}",
+                answered.len(),
+                service.log()
+            );
+        };
+        let reply: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert!(reply["error"].is_null() && says_canberra(&reply), "{reply}");
+        *answered
+            .entry(reply["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+}

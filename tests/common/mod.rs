@@ -78,12 +78,26 @@ impl Broker {
         Broker { port, child, dir }
     }
 
+    /// Stops the broker the way an operator would (SIGTERM: it saves its
+    /// persistent sessions) and starts it again on the same port.
+    pub fn restart(&mut self) {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap();
+        self.child = Self::spawn(self.dir.path(), self.port);
+    }
+
+    // `user root`: started as root, mosquitto would switch to its own user and
+    // then fail to save its persistent sessions in this root-owned folder.
     fn spawn(dir: &Path, port: u16) -> Child {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence true\npersistence_location {}/\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nuser root\npersistence true\npersistence_location {}/\n",
                 dir.display()
             ),
         )
@@ -150,7 +164,7 @@ impl Service {
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "info,swarm_llm=debug")
+            .env("RUST_LOG", "info,swarm_llm=debug,llama-cpp-2=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -208,14 +222,29 @@ pub struct TestClient {
 
 impl TestClient {
     pub async fn connect(broker: &Broker, protocol: MqttProtocol) -> TestClient {
+        Self::open(broker, protocol, format!("test-{:x}", rand_u64()), true).await
+    }
+
+    /// A client whose session (subscriptions, queued QoS 1 messages) the
+    /// broker keeps across disconnects and restarts; it reconnects by itself.
+    pub async fn persistent(broker: &Broker, client_id: &str) -> TestClient {
+        Self::open(broker, MqttProtocol::V5, client_id.to_string(), false).await
+    }
+
+    async fn open(
+        broker: &Broker,
+        protocol: MqttProtocol,
+        client_id: String,
+        clean_session: bool,
+    ) -> TestClient {
         let settings = ConnectSettings {
             host: "127.0.0.1".into(),
             port: broker.port,
             protocol,
-            client_id: format!("test-{:x}", rand_u64()),
-            clean_session: true,
+            client_id,
+            clean_session,
             keep_alive: Duration::from_secs(30),
-            session_expiry_s: 0,
+            session_expiry_s: 3600,
             max_packet_bytes: 8 * 1024 * 1024,
             credentials: None,
             tls: None,
@@ -225,9 +254,15 @@ impl TestClient {
         let (client, mut loop_) = mqtt::connect(&settings, false);
         let (tx, events) = mpsc::channel(256);
         let poller = tokio::spawn(async move {
-            while let Ok(e) = loop_.poll().await {
-                if tx.send(e).await.is_err() {
-                    break;
+            loop {
+                match loop_.poll().await {
+                    Ok(e) => {
+                        if tx.send(e).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Connection lost: rumqttc reconnects on the next poll.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         });
