@@ -338,6 +338,7 @@ impl EventLoop {
                         payload: p.payload.to_vec(),
                         response_topic: props.response_topic,
                         correlation_data: props.correlation_data.map(|b| b.to_vec()),
+                        message_expiry_s: props.message_expiry_interval,
                     };
                     Ok(Event::Message(inbound, AckToken::V5(p)))
                 }
@@ -364,6 +365,7 @@ impl EventLoop {
                         payload: p.payload.to_vec(),
                         response_topic: None,
                         correlation_data: None,
+                        message_expiry_s: None,
                     };
                     Ok(Event::Message(inbound, AckToken::V4(p)))
                 }

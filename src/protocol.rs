@@ -22,6 +22,8 @@ pub struct Inbound {
     pub response_topic: Option<String>,
     /// MQTT 5 Correlation Data, echoed verbatim in the reply.
     pub correlation_data: Option<Vec<u8>>,
+    /// MQTT 5 Message Expiry Interval left when the broker delivered it.
+    pub message_expiry_s: Option<u32>,
 }
 
 /// Where and how to publish the reply.
@@ -254,6 +256,12 @@ pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<R
                 format!("deadline_ms {d} is outside 1..={}", rules.max_deadline_ms),
             ))
         }
+    };
+    // An MQTT 5 message expiry shortens the deadline: after it the asker has
+    // stopped waiting, so the answer would be wasted work.
+    let deadline_ms = match msg.message_expiry_s {
+        Some(s) => deadline_ms.min(u64::from(s) * 1000),
+        None => deadline_ms,
     };
     Ok(Request {
         id: id.unwrap_or_else(|| fallback_id.to_string()),
@@ -661,6 +669,15 @@ mod tests {
             code(decode(&m, &rules(), "q")),
             ErrorCode::InvalidReplyTopic
         );
+    }
+
+    #[test]
+    fn mqtt5_message_expiry_shortens_the_deadline() {
+        let mut m = msg(br#"{"question":"q","deadline_ms":20000}"#);
+        m.message_expiry_s = Some(5);
+        assert_eq!(decode(&m, &rules(), "q").unwrap().deadline_ms, 5000);
+        m.message_expiry_s = Some(60);
+        assert_eq!(decode(&m, &rules(), "q").unwrap().deadline_ms, 20000);
     }
 
     #[test]

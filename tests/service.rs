@@ -390,3 +390,24 @@ async fn a_broker_restart_in_the_middle_of_a_burst_loses_no_question() {
             .or_default() += 1;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_question_past_its_deadline_gets_an_expiry_reply() {
+    let broker = Broker::start();
+    let _service = Service::start(&broker, &service_config(&broker, "expiry")).await;
+    let mut client = TestClient::replies(&broker).await;
+    client.publish("swarm/query/late", br#"{"id":"late-1","question":"What is the capital city of Australia","deadline_ms":1}"#, PublishProps::default()).await;
+    let reply = client.reply(WAIT).await;
+    assert_eq!(reply["id"], "late-1");
+    assert_eq!(reply["error"]["code"], "deadline_exceeded", "{reply}");
+    assert!(reply["answer"].is_null());
+    // The service goes on answering.
+    client
+        .publish(
+            "swarm/query/late",
+            QUESTION.as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    assert!(says_canberra(&client.reply(WAIT).await));
+}
