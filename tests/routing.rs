@@ -11,6 +11,7 @@ use swarm_llm::config::{Config, ModelConfig};
 use swarm_llm::mqtt::PublishProps;
 
 const WAIT: Duration = Duration::from_secs(120);
+const QUESTION: &str = "What is the capital city of Australia";
 
 fn with_cloud(config: &mut Config, url: &str) {
     config.cloud = Some(CloudConfig {
@@ -38,12 +39,7 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
     let _service = Service::start(&broker, &config).await;
     let mut client = TestClient::replies(&broker).await;
 
-    let reply = ask(
-        &mut client,
-        "swarm/query/line1",
-        "What is the capital city of Australia",
-    )
-    .await;
+    let reply = ask(&mut client, "swarm/query/line1", QUESTION).await;
     assert_eq!(reply["route"], "cloud", "{reply}");
     assert_eq!(reply["model"], "cloud:qwen15");
     assert!(says_canberra(&reply), "{reply}");
@@ -91,12 +87,7 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
         reply["answer"].as_str().unwrap().contains("not allowed"),
         "{reply}"
     );
-    let reply = ask(
-        &mut client,
-        "swarm/query/secret/x",
-        "What is the capital city of Australia",
-    )
-    .await;
+    let reply = ask(&mut client, "swarm/query/secret/x", QUESTION).await;
     assert_eq!(reply["route"], "local", "{reply}");
     assert!(
         reply["degraded"]
@@ -122,12 +113,7 @@ async fn an_agreeing_swarm_answers_without_the_cloud() {
     config.policy.swarm_min_agreement = 0.6;
     let _service = Service::start(&broker, &config).await;
     let mut client = TestClient::replies(&broker).await;
-    let reply = ask(
-        &mut client,
-        "swarm/query/line1",
-        "What is the capital city of Australia",
-    )
-    .await;
+    let reply = ask(&mut client, "swarm/query/line1", QUESTION).await;
     assert_eq!(reply["route"], "swarm", "{reply}");
     assert!(says_canberra(&reply), "{reply}");
     let votes = reply["votes"].as_array().unwrap();
