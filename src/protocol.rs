@@ -693,6 +693,89 @@ mod tests {
         );
     }
 
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn check(payload: &[u8], topic: &str) {
+            let m = Inbound {
+                topic: topic.into(),
+                payload: payload.to_vec(),
+                ..Default::default()
+            };
+            let reply_topic = match decode(&m, &rules(), "q") {
+                Ok(r) => {
+                    assert!(
+                        !r.question.is_empty() && r.question.len() <= rules().max_question_bytes
+                    );
+                    r.reply.topic
+                }
+                Err(rej) => {
+                    assert!(!rej.error.message.is_empty());
+                    rej.reply.topic
+                }
+            };
+            // Whatever came in, the reply goes somewhere we may publish.
+            assert!(
+                crate::topic::validate_topic(&reply_topic).is_ok(),
+                "{reply_topic:?}"
+            );
+            assert!(!crate::topic::matches_filter(
+                &rules().request_filter,
+                &reply_topic
+            ));
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic_and_always_have_a_reply_address(payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                check(&payload, "swarm/query/fuzz");
+            }
+
+            #[test]
+            fn arbitrary_json_objects_never_panic(
+                id in proptest::option::of(".{0,200}"),
+                question in ".{0,300}",
+                reply_to in proptest::option::of("[a-z/#+]{0,20}"),
+                extra in proptest::option::of(("[a-z]{1,8}", ".{0,20}")),
+            ) {
+                let mut v = serde_json::json!({ "question": question });
+                if let Some(id) = id { v["id"] = id.into(); }
+                if let Some(r) = reply_to { v["reply_to"] = r.into(); }
+                if let Some((k, x)) = extra { v[k] = x.into(); }
+                check(v.to_string().as_bytes(), "swarm/query/fuzz/x");
+            }
+        }
+
+        #[test]
+        fn a_sample_of_hostile_payloads_is_each_refused() {
+            let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+            let samples: Vec<Vec<u8>> = vec![
+                vec![b'x'; 1_000_000],
+                vec![0xff, 0xfe, 0x00, 0x80],
+                format!("{{\"question\":{deep}}}").into_bytes(),
+                br#"{"question":"a\u0000b"}"#.to_vec(),
+                b"\x07\x1b[31mred".to_vec(),
+                br#"{"question":"a","question":"b"}"#.to_vec(),
+                br#"{"question":"a","id":"x","id":"y"}"#.to_vec(),
+            ];
+            let mut r = rules();
+            r.max_payload_bytes = 300_000;
+            for p in samples {
+                let m = Inbound {
+                    topic: "swarm/query/h".into(),
+                    payload: p.clone(),
+                    ..Default::default()
+                };
+                assert!(
+                    decode(&m, &r, "q").is_err(),
+                    "accepted {:?}",
+                    String::from_utf8_lossy(&p[..p.len().min(40)])
+                );
+            }
+        }
+    }
+
     #[test]
     fn reply_json_has_the_documented_fields() {
         let r = Reply::failure(

@@ -73,3 +73,47 @@ fn missing_config_file_is_a_config_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
 }
+
+/// `run` with a config whose only model file is `model`.
+fn run_with_model(dir: &std::path::Path, model: &str) -> Output {
+    let file = dir.join("swarm.toml");
+    std::fs::write(
+        &file,
+        format!("node = \"n\"\n[[models]]\nname = \"m\"\npath = {model:?}\n"),
+    )
+    .unwrap();
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_missing_model_file_is_a_config_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_with_model(dir.path(), "missing.gguf");
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("models[0].path: no such file"));
+}
+
+#[test]
+fn a_corrupt_model_file_exits_65_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // A GGUF magic followed by garbage, as a truncated download would leave.
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    std::fs::write(dir.path().join("corrupt.gguf"), bytes).unwrap();
+    let out = run_with_model(dir.path(), "corrupt.gguf");
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("model m: cannot load") && err.contains("corrupt.gguf"),
+        "{err}"
+    );
+}
