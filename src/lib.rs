@@ -34,12 +34,14 @@
 //! - [`config`]: typed TOML config and the validation that reports every problem.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
 //! - [`systemd`]: readiness, stopping and a watchdog that trips on a hung model thread.
+//! - [`logging`]: tracing to stderr, or to journald with structured fields.
 //! - [`ask`]: the command-line client.
 
 pub mod ask;
 pub mod cloud;
 pub mod config;
 pub mod inference;
+pub mod logging;
 pub mod measure;
 pub mod mqtt;
 pub mod pipeline;

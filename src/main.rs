@@ -95,18 +95,6 @@ enum Command {
     PrintDefaultConfig,
 }
 
-fn init_logging(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    // Colour only on a terminal: not in files, pipes or the journal.
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -134,7 +122,7 @@ fn main() -> ExitCode {
             records,
             from_records,
         } => {
-            init_logging("warn,llama-cpp-2=error");
+            swarm_llm::logging::init("warn,llama-cpp-2=error");
             let mut config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -155,7 +143,7 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => {
             // llama.cpp's own chatter (one line per tensor at load) stays at warn.
-            init_logging("info,llama-cpp-2=warn");
+            swarm_llm::logging::init("info,llama-cpp-2=warn");
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -180,7 +168,7 @@ fn main() -> ExitCode {
             cert,
             key,
         } => {
-            init_logging("warn");
+            swarm_llm::logging::init("warn");
             let read = |p: &PathBuf| {
                 std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
             };
