@@ -72,7 +72,14 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
+        Self::start_with("")
+    }
+
+    /// A broker with more mosquitto.conf lines (another listener, TLS, ...)
+    /// after its plain loopback listener on `port`.
+    pub fn start_with(extra_conf: &str) -> Broker {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("extra.conf"), extra_conf).unwrap();
         let port = free_port();
         let child = Self::spawn(dir.path(), port);
         Broker { port, child, dir }
@@ -97,8 +104,9 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nuser root\npersistence true\npersistence_location {}/\n",
-                dir.display()
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nuser root\npersistence true\npersistence_location {}/\n{}",
+                dir.display(),
+                std::fs::read_to_string(dir.join("extra.conf")).unwrap_or_default()
             ),
         )
         .unwrap();
