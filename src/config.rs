@@ -194,6 +194,10 @@ pub struct LimitsConfig {
     pub max_deadline_ms: u64,
     /// On shutdown, how long in-flight questions may take to finish.
     pub drain_timeout_ms: u64,
+    /// Questions per minute one asker (one request topic) may send; none: no limit.
+    pub rate_per_minute: Option<u32>,
+    /// How many questions an asker may send at once before the rate applies.
+    pub rate_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -206,6 +210,8 @@ impl Default for LimitsConfig {
             default_deadline_ms: 120_000,
             max_deadline_ms: 600_000,
             drain_timeout_ms: 20_000,
+            rate_per_minute: None,
+            rate_burst: 10,
         }
     }
 }
@@ -581,6 +587,12 @@ impl LimitsConfig {
         }
         if self.intake_queue == 0 {
             v.add("limits.intake_queue", "must be above 0");
+        }
+        if self.rate_per_minute == Some(0) || self.rate_burst == 0 {
+            v.add(
+                "limits.rate_per_minute",
+                "the rate and limits.rate_burst must be above 0",
+            );
         }
         if self.max_in_flight == 0 {
             v.add("limits.max_in_flight", "must be above 0");

@@ -27,6 +27,7 @@
 //! - [`protocol`]: the request and reply formats (pure).
 //! - [`prompt`]: prompt assembly, keeping the question apart from the template (pure).
 //! - [`topic`]: MQTT topic rules (pure).
+//! - [`ratelimit`]: a token bucket per asker (pure).
 //! - [`text`]: reading numbers, units and words in answers (pure).
 //! - [`workload`]: labelled question sets and the scorer.
 //! - [`measure`]: runs a workload through the models and replays the policy
@@ -47,6 +48,7 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod prompt;
 pub mod protocol;
+pub mod ratelimit;
 pub mod route;
 pub mod service;
 pub mod stages;

@@ -322,6 +322,8 @@ pub enum ErrorCode {
     ContextOverflow,
     /// The intake queue is full; retry after `retry_after_ms`.
     Busy,
+    /// This asker (request topic) sent more than its rate; retry after `retry_after_ms`.
+    RateLimited,
     DeadlineExceeded,
     /// The service is stopping and did not finish this question.
     ShuttingDown,

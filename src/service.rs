@@ -28,6 +28,7 @@ use crate::inference::{self, InferenceError, ModelHandle};
 use crate::mqtt::{self, Backoff, ConnectSettings, MqttError};
 use crate::pipeline::Pipeline;
 use crate::protocol::DecodeRules;
+use crate::ratelimit::RateLimiter;
 use crate::route::safety::SafetyError;
 use crate::stages::{intake::Intake, mqtt_in::MqttIn, mqtt_out::MqttOut, router::Router};
 use crate::systemd;
@@ -143,6 +144,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             to_router: accepted_tx,
             to_out: out_tx.clone(),
             stop: shutdown.clone(),
+            rate_limit: config
+                .limits
+                .rate_per_minute
+                .map(|r| RateLimiter::new(r, config.limits.rate_burst)),
         }
         .run(),
     );

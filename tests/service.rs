@@ -404,3 +404,44 @@ async fn a_question_past_its_deadline_gets_an_expiry_reply() {
         .await;
     assert!(says_canberra(&client.reply(WAIT).await));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_asker_over_its_rate_is_told_to_wait_and_others_are_not() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "rate");
+    config.limits.rate_per_minute = Some(6);
+    config.limits.rate_burst = 2;
+    let _service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+    for _ in 0..3 {
+        client
+            .publish(
+                "swarm/query/chatty",
+                QUESTION.as_bytes(),
+                PublishProps::default(),
+            )
+            .await;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let r = client.reply(WAIT).await;
+        codes.push(r["error"]["code"].as_str().unwrap_or("ok").to_string());
+        if r["error"]["code"] == "rate_limited" {
+            let wait = r["error"]["retry_after_ms"].as_u64().unwrap();
+            assert!(wait > 1000 && wait <= 10_001, "{r}");
+        }
+    }
+    codes.sort();
+    assert_eq!(codes, vec!["ok", "ok", "rate_limited"]);
+    client
+        .publish(
+            "swarm/query/quiet",
+            QUESTION.as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    assert!(
+        says_canberra(&client.reply(WAIT).await),
+        "another asker is not limited"
+    );
+}

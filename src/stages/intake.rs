@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Accepted, Outgoing};
 use crate::mqtt::{AckToken, Client};
 use crate::protocol::{self, DecodeRules, ErrorCode, Inbound, Reply, ReplyError};
+use crate::ratelimit::RateLimiter;
 
 /// Suggested wait before retrying after a `busy` reply.
 const BUSY_RETRY_AFTER_MS: u64 = 2_000;
@@ -28,9 +29,16 @@ pub struct Intake {
     pub to_out: mpsc::Sender<Outgoing>,
     /// Stop admitting: shutdown has begun.
     pub stop: CancellationToken,
+    /// Per-asker rate limit, when configured.
+    pub rate_limit: Option<RateLimiter>,
 }
 
 impl Intake {
+    /// Some(wait) when `topic` is over its rate.
+    fn limited(&mut self, topic: &str, now: Instant) -> Option<std::time::Duration> {
+        self.rate_limit.as_mut()?.check(topic, now).err()
+    }
+
     pub async fn run(mut self) {
         let mut rng = rand::rngs::StdRng::from_os_rng();
         loop {
@@ -42,27 +50,41 @@ impl Intake {
             let fallback_id = format!("q-{:016x}", rng.random::<u64>());
             let immediate = match protocol::decode(&inbound, &self.rules, &fallback_id) {
                 Ok(request) => {
-                    tracing::debug!(id = %request.id, topic = %inbound.topic, "accepted");
-                    match self.to_router.try_send(Accepted { request, received }) {
-                        Ok(()) => None,
-                        Err(mpsc::error::TrySendError::Full(a)) => {
-                            tracing::warn!(id = %a.request.id, "queue full: replied busy");
-                            let mut error = ReplyError::new(
-                                ErrorCode::Busy,
-                                "the service is at capacity; retry later",
-                            );
-                            error.retry_after_ms = Some(BUSY_RETRY_AFTER_MS);
-                            Some((
-                                a.request.reply,
-                                Reply::failure(
-                                    Some(a.request.id),
-                                    &self.node,
-                                    error,
-                                    protocol::millis(received.elapsed()),
-                                ),
-                            ))
+                    if let Some(wait) = self.limited(&request.topic, received) {
+                        tracing::warn!(id = %request.id, topic = %request.topic, "over its rate: replied rate_limited");
+                        let mut error = ReplyError::new(
+                            ErrorCode::RateLimited,
+                            "too many questions from this topic; retry later",
+                        );
+                        error.retry_after_ms = Some(wait.as_millis() as u64 + 1);
+                        let latency = protocol::millis(received.elapsed());
+                        Some((
+                            request.reply,
+                            Reply::failure(Some(request.id), &self.node, error, latency),
+                        ))
+                    } else {
+                        tracing::debug!(id = %request.id, topic = %request.topic, "accepted");
+                        match self.to_router.try_send(Accepted { request, received }) {
+                            Ok(()) => None,
+                            Err(mpsc::error::TrySendError::Full(a)) => {
+                                tracing::warn!(id = %a.request.id, "queue full: replied busy");
+                                let mut error = ReplyError::new(
+                                    ErrorCode::Busy,
+                                    "the service is at capacity; retry later",
+                                );
+                                error.retry_after_ms = Some(BUSY_RETRY_AFTER_MS);
+                                Some((
+                                    a.request.reply,
+                                    Reply::failure(
+                                        Some(a.request.id),
+                                        &self.node,
+                                        error,
+                                        protocol::millis(received.elapsed()),
+                                    ),
+                                ))
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => break,
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
                 }
                 Err(rej) => {
