@@ -25,13 +25,6 @@ const QUESTION: &str = "Count from 1 to 200, writing every number, separated by 
 /// Few-shot completion prompt for the Gemma base model (no chat template in its file).
 const GEMMA_TEMPLATE: &str = "Answer each question.\n\nQuestion: What does CPU stand for?\nAnswer: central processing unit\n\nQuestion: {question}\nAnswer:";
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 struct Stats {
     mean: f64,
     p50: f64,
@@ -107,17 +100,6 @@ fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32)
             .expect("llama-bench row")
     };
     (ts(true), ts(false))
-}
-
-fn rss_mib(pid: i32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
 }
 
 #[tokio::main]
@@ -234,7 +216,7 @@ async fn main() {
         )
         .await;
     client.reply(Duration::from_secs(120)).await;
-    let rss = rss_mib(service.pid());
+    let rss = rss_kib(service.pid()) as f64 / 1024.0;
     println!(
         "\nresident memory, three models loaded (context {} each): {:.0} MiB; model files {:.0} MiB; excess {:.0} MiB (target <= 150)",
         config.models[0].context_size,
