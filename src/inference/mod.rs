@@ -23,14 +23,14 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KvCache, ModelConfig};
-use crate::prompt::{self, PromptParts};
+use crate::prompt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -252,17 +252,14 @@ fn kv_type(kv: KvCache) -> KvCacheType {
     }
 }
 
-enum Template {
-    Chat(LlamaChatTemplate),
-    Custom(String),
-}
-
 struct Worker<'m> {
     config: ModelConfig,
-    system_prompt: String,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
-    template: Template,
+    /// The prompt's template text before and after the question, tokenized
+    /// once at load: only the question changes from one job to the next.
+    prefix: Vec<LlamaToken>,
+    suffix: Vec<LlamaToken>,
     batch: LlamaBatch<'static>,
     rng: rand::rngs::StdRng,
 }
@@ -305,18 +302,12 @@ fn worker_main(
             return;
         }
     };
-    let template = match &config.prompt_template {
-        Some(t) => Template::Custom(t.clone()),
-        None => match model.chat_template(None) {
-            Ok(t) => Template::Chat(t),
-            Err(e) => {
-                let _ = ready.send(Err(InferenceError::Template {
-                    model: config.name.clone(),
-                    message: format!("the file has no usable chat template ({e}); set prompt_template in its config"),
-                }));
-                return;
-            }
-        },
+    let (prefix, suffix) = match template_tokens(&config, &system_prompt, &model) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
     };
     let info = ModelInfo {
         name: config.name.clone(),
@@ -328,10 +319,10 @@ fn worker_main(
     let batch = LlamaBatch::new(config.context_size as usize, 1);
     let mut worker = Worker {
         config,
-        system_prompt,
         model: &model,
         ctx,
-        template,
+        prefix,
+        suffix,
         batch,
         rng: rand::rngs::StdRng::seed_from_u64(0x5eed),
     };
@@ -350,40 +341,58 @@ fn worker_main(
     tracing::debug!(model = %worker.config.name, "worker stopped");
 }
 
-impl Worker<'_> {
-    fn prompt(&self, question: &str) -> Result<PromptParts, InferenceError> {
-        let err = |message: String| InferenceError::Template {
-            model: self.config.name.clone(),
-            message,
-        };
-        match &self.template {
-            Template::Custom(t) => Ok(prompt::from_template(t, &self.system_prompt, question)),
-            Template::Chat(t) => {
-                let msgs = [
-                    LlamaChatMessage::new("system".into(), self.system_prompt.clone()),
-                    LlamaChatMessage::new("user".into(), prompt::SENTINEL.into()),
-                ]
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()
+/// Renders the model's prompt around the question's place (the file's chat
+/// template, or the configured one) and tokenizes the text before and after
+/// it, with special tokens parsed.
+fn template_tokens(
+    config: &ModelConfig,
+    system_prompt: &str,
+    model: &LlamaModel,
+) -> Result<(Vec<LlamaToken>, Vec<LlamaToken>), InferenceError> {
+    let err = |message: String| InferenceError::Template {
+        model: config.name.clone(),
+        message,
+    };
+    let parts = match &config.prompt_template {
+        Some(t) => prompt::from_template(t, system_prompt, ""),
+        None => {
+            let template = model.chat_template(None).map_err(|e| {
+                err(format!(
+                    "the file has no usable chat template ({e}); set prompt_template in its config"
+                ))
+            })?;
+            let msgs = [
+                LlamaChatMessage::new("system".into(), system_prompt.to_string()),
+                LlamaChatMessage::new("user".into(), prompt::SENTINEL.into()),
+            ]
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(e.to_string()))?;
+            let rendered = model
+                .apply_chat_template(&template, &msgs, true)
                 .map_err(|e| err(e.to_string()))?;
-                let rendered = self
-                    .model
-                    .apply_chat_template(t, &msgs, true)
-                    .map_err(|e| err(e.to_string()))?;
-                prompt::from_rendered_chat(&rendered, question).map_err(err)
-            }
+            prompt::from_rendered_chat(&rendered, "").map_err(err)?
         }
+    };
+    let vocab = model.vocab();
+    let mut prefix = vocab.tokenize(parts.before.as_bytes(), true, true);
+    // A template that writes the BOS text itself would give two BOS tokens.
+    if prefix.len() >= 2 && prefix[0] == vocab.bos() && prefix[1] == vocab.bos() {
+        prefix.remove(0);
     }
+    Ok((prefix, vocab.tokenize(parts.after.as_bytes(), false, true)))
+}
 
-    fn tokenize(&self, parts: &PromptParts) -> Vec<LlamaToken> {
-        let vocab = self.model.vocab();
-        let mut tokens = vocab.tokenize(parts.before.as_bytes(), true, true);
-        // A template that writes the BOS text itself would give two BOS tokens.
-        if tokens.len() >= 2 && tokens[0] == vocab.bos() && tokens[1] == vocab.bos() {
-            tokens.remove(0);
-        }
-        tokens.extend(vocab.tokenize(parts.question.as_bytes(), false, false));
-        tokens.extend(vocab.tokenize(parts.after.as_bytes(), false, true));
+impl Worker<'_> {
+    fn tokenize(&self, question: &str) -> Vec<LlamaToken> {
+        let mut tokens = self.prefix.clone();
+        // Special-token parsing off: the question stays text (see crate::prompt).
+        tokens.extend(
+            self.model
+                .vocab()
+                .tokenize(question.as_bytes(), false, false),
+        );
+        tokens.extend_from_slice(&self.suffix);
         tokens
     }
 
@@ -394,8 +403,7 @@ impl Worker<'_> {
             model: name.clone(),
             message: e.to_string(),
         };
-        let parts = self.prompt(&job.question)?;
-        let tokens = self.tokenize(&parts);
+        let tokens = self.tokenize(&job.question);
         let n_ctx = self.ctx.n_ctx() as usize;
         if tokens.len() >= n_ctx {
             return Err(InferenceError::ContextOverflow {
