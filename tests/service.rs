@@ -445,3 +445,43 @@ async fn an_asker_over_its_rate_is_told_to_wait_and_others_are_not() {
         "another asker is not limited"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_question_that_leaves_no_room_for_its_answer_is_refused_not_truncated() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "room");
+    config.models[0].context_size = 256; // answers up to 48 tokens (service_config)
+    let _service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+    // About 229 prompt tokens with SmolLM2's template: it fits the context
+    // alone, but not with room for a 48-token answer.
+    let question = format!("Why does the pump trip{}", " pump".repeat(180));
+    client
+        .publish(
+            "swarm/query/room",
+            question.as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    let reply = client.reply(WAIT).await;
+    assert_eq!(reply["error"]["code"], "context_overflow", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the answer may take 48 more"),
+        "{reply}"
+    );
+    // Asking for a short answer leaves room.
+    let short = serde_json::json!({ "question": question, "max_tokens": 8 }).to_string();
+    client
+        .publish(
+            "swarm/query/room",
+            short.as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    let reply = client.reply(WAIT).await;
+    assert!(reply["error"].is_null(), "{reply}");
+    assert!(reply["tokens"].as_u64().unwrap() <= 8);
+}

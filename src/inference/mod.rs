@@ -43,11 +43,13 @@ pub enum InferenceError {
     #[error("model {model}: {message}")]
     Template { model: String, message: String },
     #[error(
-        "the prompt is {prompt_tokens} tokens but model {model} has a context of {context} tokens"
+        "the prompt is {prompt_tokens} tokens and the answer may take {answer_tokens} more, but model {model} \
+         has a context of {context} tokens: shorten the question or ask for fewer max_tokens"
     )]
     ContextOverflow {
         model: String,
         prompt_tokens: usize,
+        answer_tokens: usize,
         context: u32,
     },
     #[error("deadline passed after {generated} generated tokens")]
@@ -405,18 +407,24 @@ impl Worker<'_> {
         };
         let tokens = self.tokenize(&job.question);
         let n_ctx = self.ctx.n_ctx() as usize;
-        if tokens.len() >= n_ctx {
-            return Err(InferenceError::ContextOverflow {
-                model: name,
-                prompt_tokens: tokens.len(),
-                context: n_ctx as u32,
-            });
-        }
         let limit = job
             .max_tokens
             .map_or(self.config.max_tokens, |m| m.min(self.config.max_tokens))
             as usize;
-        let limit = limit.min(n_ctx - tokens.len());
+        // Refuse rather than shorten the answer to fit: an answer cut short by
+        // a full context would look like a complete one.
+        if tokens.len() + limit > n_ctx {
+            return Err(InferenceError::ContextOverflow {
+                model: name,
+                prompt_tokens: tokens.len(),
+                answer_tokens: limit,
+                context: n_ctx as u32,
+            });
+        }
+        // Out of time already (queued too long): do not process the prompt.
+        if Instant::now() >= job.deadline {
+            return Err(InferenceError::DeadlineExceeded { generated: 0 });
+        }
 
         // Forget the previous question's cells; their data is simply overwritten
         // (clearing the data too would memset the whole cache every time).
