@@ -453,6 +453,14 @@ impl Config {
         v.problems
     }
 
+    /// How much a model's votes count (1 for a name that is not configured).
+    pub fn vote_weight(&self, model: &str) -> f32 {
+        self.models
+            .iter()
+            .find(|m| m.name == model)
+            .map_or(1.0, |m| m.vote_weight)
+    }
+
     /// The models that vote, in order: `routing.swarm`, or all models.
     pub fn swarm_models(&self) -> Vec<&str> {
         if self.routing.swarm.is_empty() {

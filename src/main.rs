@@ -287,13 +287,7 @@ async fn measure_command(
     let (per_model, cloud, n) = measure::baselines(&records);
     let weights: Vec<f32> = per_model
         .iter()
-        .map(|(m, _)| {
-            config
-                .models
-                .iter()
-                .find(|c| &c.name == m)
-                .map_or(1.0, |c| c.vote_weight)
-        })
+        .map(|(m, _)| config.vote_weight(m))
         .collect();
     let replays = measure::simulate(&records, &config.policy, &weights, config.cloud.is_some());
     let s = measure::summarise(&replays);

@@ -65,13 +65,7 @@ impl Pipeline {
     ) -> Result<Self, SafetyError> {
         let by_name: HashMap<&str, &ModelHandle> =
             models.iter().map(|m| (m.info.name.as_str(), m)).collect();
-        let weight = |name: &str| {
-            config
-                .models
-                .iter()
-                .find(|m| m.name == name)
-                .map_or(1.0, |m| m.vote_weight)
-        };
+        let weight = |name: &str| config.vote_weight(name);
         let first_name = config.default_model().name.clone();
         let others = config
             .swarm_models()
