@@ -102,6 +102,8 @@ impl CloudConfig {
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum CloudError {
+    #[error("no cloud is configured")]
+    NotConfigured,
     #[error("the cloud circuit breaker is open after repeated failures")]
     BreakerOpen,
     #[error("the hourly cloud call budget is spent")]

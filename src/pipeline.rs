@@ -387,7 +387,7 @@ impl Pipeline {
         deadline: Instant,
         reply: &mut Reply,
     ) -> Result<CloudAnswer, CloudError> {
-        let cloud = self.cloud.as_ref().ok_or(CloudError::BreakerOpen)?;
+        let cloud = self.cloud.as_ref().ok_or(CloudError::NotConfigured)?;
         let max_tokens = req.max_tokens.unwrap_or(u32::MAX);
         let result = cloud
             .ask(system, &req.question, max_tokens, deadline.into())
