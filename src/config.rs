@@ -86,6 +86,10 @@ pub struct Config {
     /// the small models cannot answer well get a degraded local answer.
     #[serde(default)]
     pub cloud: Option<CloudConfig>,
+    /// Where accepted questions are kept until answered; without it a killed
+    /// process loses the questions it held.
+    #[serde(default)]
+    pub journal: Option<JournalConfig>,
     /// The local small models. Each one is owned by its own inference thread.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
@@ -99,6 +103,21 @@ pub struct RoutingConfig {
     pub swarm: Vec<String>,
     /// Request topic filters whose questions must never leave the board (data residency).
     pub cloud_never: Vec<String>,
+}
+
+/// The question journal (see [`crate::journal`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// The state folder; under systemd `${STATE_DIRECTORY}`.
+    pub dir: PathBuf,
+    /// The file is rewritten with only what is still needed once it is larger.
+    #[serde(default = "default_journal_max_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_journal_max_bytes() -> u64 {
+    4 << 20
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -385,6 +404,9 @@ impl Config {
         if let Some(p) = self.mqtt.password_file.as_mut() {
             resolve("mqtt.password_file".into(), p);
         }
+        if let Some(j) = self.journal.as_mut() {
+            resolve("journal.dir".into(), &mut j.dir);
+        }
         problems
     }
 
@@ -403,6 +425,17 @@ impl Config {
         }
         self.mqtt.validate(&mut v);
         self.limits.validate(&mut v);
+        if let Some(j) = &self.journal {
+            if j.max_bytes < 64 << 10 {
+                v.add("journal.max_bytes", "must be at least 65536");
+            }
+            if j.dir.exists() && !j.dir.is_dir() {
+                v.add(
+                    "journal.dir",
+                    format!("{} is not a folder", j.dir.display()),
+                );
+            }
+        }
         if self.models.is_empty() {
             v.add("models", "at least one model is needed");
         }
@@ -501,6 +534,10 @@ impl Config {
             routing: RoutingConfig::default(),
             safety: SafetyConfig::default(),
             cloud: Some(CloudConfig::default()),
+            journal: Some(JournalConfig {
+                dir: "${STATE_DIRECTORY:-/var/lib/swarm-llm}".into(),
+                max_bytes: default_journal_max_bytes(),
+            }),
             models: vec![ModelConfig {
                 name: "smollm2".into(),
                 path: "/usr/share/swarm-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
@@ -669,7 +706,9 @@ impl ModelConfig {
     }
 }
 
-/// Replaces `${NAME}` with the environment variable's value; Err(NAME) when unset.
+/// Replaces `${NAME}` with the environment variable's value, or with
+/// `default` in `${NAME:-default}` when it is unset or empty; Err(NAME) when
+/// unset without a default.
 fn expand_env(text: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -677,9 +716,18 @@ fn expand_env(text: &str) -> Result<String, String> {
         let Some(len) = rest[start + 2..].find('}') else {
             break;
         };
-        let name = &rest[start + 2..start + 2 + len];
+        let inner = &rest[start + 2..start + 2 + len];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
         out.push_str(&rest[..start]);
-        out.push_str(&std::env::var(name).map_err(|_| name.to_string())?);
+        let value = std::env::var(name).ok().filter(|v| !v.is_empty());
+        out.push_str(&match (value, default) {
+            (Some(v), _) => v,
+            (None, Some(d)) => d.to_string(),
+            (None, None) => return Err(name.to_string()),
+        });
         rest = &rest[start + 3 + len..];
     }
     out.push_str(rest);
@@ -828,6 +876,10 @@ temperature = 5.0
             "/opt/models/m.gguf"
         );
         assert_eq!(expand_env("plain/path").unwrap(), "plain/path");
+        assert_eq!(
+            expand_env("${SWARM_LLM_SURELY_UNSET:-/var/lib/x}/j").unwrap(),
+            "/var/lib/x/j"
+        );
         assert_eq!(
             expand_env("${SWARM_LLM_SURELY_UNSET}/m").unwrap_err(),
             "SWARM_LLM_SURELY_UNSET"

@@ -20,6 +20,8 @@
 //!   [`route::signals`] (uncertainty, difficulty, AUROC), [`route::vote`]
 //!   (normalising and tallying the swarm's answers), [`route::policy`]
 //!   (local, swarm, cloud or refuse).
+//! - [`journal`]: accepted questions on disk (postcard frames with a
+//!   checksum) until their reply is acknowledged; replayed at start.
 //! - [`cloud`]: OpenAI-compatible client with retries, circuit breaker and budget.
 //! - [`inference`]: one OS thread per model owning its llama.cpp context;
 //!   [`inference::sampling`] is the pure per-token maths (choice, probability,
@@ -42,6 +44,7 @@ pub mod ask;
 pub mod cloud;
 pub mod config;
 pub mod inference;
+pub mod journal;
 pub mod logging;
 pub mod measure;
 pub mod mqtt;

@@ -127,6 +127,8 @@ pub enum Event {
         granted: bool,
     },
     Message(Inbound, AckToken),
+    /// The broker acknowledged one of our QoS 1 publishes.
+    PublishAcked,
     /// Our DISCONNECT went out: the connection is closed on purpose.
     Disconnected,
     /// Anything else (pings, acks of our publishes, ...).
@@ -267,23 +269,6 @@ impl Client {
         }
     }
 
-    /// Non-blocking QoS 1 publish, for use inside the polling task.
-    pub fn try_publish(
-        &self,
-        topic: &str,
-        payload: Vec<u8>,
-        retain: bool,
-    ) -> Result<(), MqttError> {
-        match self {
-            Client::V5(c) => c
-                .try_publish(topic, v5::mqttbytes::QoS::AtLeastOnce, retain, payload)
-                .map_err(client_err),
-            Client::V4(c) => c
-                .try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
-                .map_err(client_err),
-        }
-    }
-
     /// Non-blocking QoS 1 subscribe, for use inside the polling task.
     pub fn try_subscribe(&self, filter: &str) -> Result<(), MqttError> {
         match self {
@@ -342,6 +327,7 @@ impl EventLoop {
                     };
                     Ok(Event::Message(inbound, AckToken::V5(p)))
                 }
+                v5::Event::Incoming(P5::PubAck(_)) => Ok(Event::PublishAcked),
                 v5::Event::Outgoing(rumqttc::Outgoing::Disconnect) => Ok(Event::Disconnected),
                 _ => Ok(Event::Other),
             },
@@ -369,6 +355,7 @@ impl EventLoop {
                     };
                     Ok(Event::Message(inbound, AckToken::V4(p)))
                 }
+                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Ok(Event::PublishAcked),
                 rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect) => Ok(Event::Disconnected),
                 _ => Ok(Event::Other),
             },

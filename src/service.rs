@@ -4,9 +4,14 @@
 //!
 //! ```text
 //!  broker ──> mqtt_in ──raw──> intake ──accepted──> router ──> model threads
-//!     ^                          │                    │
-//!     └──────── mqtt_out <──────replies───────────────┘
+//!     ^          │ PUBACKs       │  │                 │
+//!     │          v               │  └──> journal <──┐ │
+//!     └──────── mqtt_out <──────replies─────────────┴─┘
 //! ```
+//!
+//! The journal holds each accepted question from before its PUBACK until
+//! the broker has acknowledged its reply; intake answers what it still holds
+//! from the last run before taking new messages.
 //!
 //! Shutdown (the `shutdown` token) runs front to back, losing nothing that was
 //! accepted: mqtt_in stops taking messages (unacknowledged ones stay with the
@@ -25,12 +30,14 @@ use tokio_util::task::TaskTracker;
 use crate::cloud::{self, CloudClient, CloudError};
 use crate::config::Config;
 use crate::inference::{self, InferenceError, ModelHandle};
+use crate::journal::{Journal, JournalError, JournalSettings};
 use crate::mqtt::{self, Backoff, ConnectSettings, MqttError};
 use crate::pipeline::Pipeline;
 use crate::protocol::DecodeRules;
 use crate::ratelimit::RateLimiter;
 use crate::route::safety::SafetyError;
-use crate::stages::{intake::Intake, mqtt_in::MqttIn, mqtt_out::MqttOut, router::Router};
+use crate::stages::mqtt_out::{MqttOut, StatusPayloads};
+use crate::stages::{intake::Intake, mqtt_in::MqttIn, router::Router};
 use crate::systemd;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +50,13 @@ pub enum ServiceError {
     Safety(#[from] SafetyError),
     #[error("cloud client: {0}")]
     Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
+
+/// How long past the drain timeout mqtt_out may still wait for PUBACKs
+/// (the unit's TimeoutStopSec leaves room for it).
+const PUBACK_GRACE: Duration = Duration::from_secs(10);
 
 /// How many unacknowledged QoS 1 questions the broker may send us at once
 /// (MQTT 5 Receive Maximum); the raw channel into intake is larger.
@@ -57,14 +70,18 @@ struct Status<'a> {
     version: &'a str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     models: Vec<&'a str>,
+    /// "ok", "failing" (answers flow but a crash loses them) or "off".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    journal: Option<&'a str>,
 }
 
-fn status(config: &Config, state: &str, models: &[ModelHandle]) -> Vec<u8> {
+fn status(config: &Config, state: &str, models: &[ModelHandle], journal: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&Status {
         node: &config.node,
         state,
         version: env!("CARGO_PKG_VERSION"),
         models: models.iter().map(|m| m.info.name.as_str()).collect(),
+        journal,
     })
     .expect("status serialises")
 }
@@ -95,12 +112,28 @@ pub fn build_pipeline(config: &Config, models: &[ModelHandle]) -> Result<Pipelin
 
 /// Runs the service until `shutdown` is cancelled and the drain is complete.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    let (journal, owed, journal_healthy) = match &config.journal {
+        Some(j) => {
+            let (journal, owed, healthy) = Journal::start(&JournalSettings {
+                dir: j.dir.clone(),
+                max_bytes: j.max_bytes,
+            })?;
+            (Some(journal), owed, healthy)
+        }
+        None => {
+            tracing::warn!(
+                "no [journal] configured: questions held when the process is killed are lost"
+            );
+            (None, Vec::new(), watch::channel(true).1)
+        }
+    };
+    let journal_state = if journal.is_some() { "ok" } else { "off" };
     let models = load_models(&config).await?;
     let pipeline = Arc::new(build_pipeline(&config, &models)?);
 
     let status_topic = config.status_topic();
     let mut settings = ConnectSettings::from_config(&config.mqtt, config.client_id())?;
-    settings.last_will = Some((status_topic.clone(), status(&config, "offline", &[])));
+    settings.last_will = Some((status_topic.clone(), status(&config, "offline", &[], None)));
     settings.receive_maximum = Some(RECEIVE_MAXIMUM);
     let (client, events) = mqtt::connect(&settings, true);
     tracing::info!(
@@ -111,6 +144,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     );
 
     let (raw_tx, raw_rx) = mpsc::channel(RAW_CHANNEL);
+    let (link_tx, link_rx) = mpsc::unbounded_channel();
+    let give_up = CancellationToken::new();
     let (subscribed_tx, mut subscribed_rx) = watch::channel(false);
     let (accepted_tx, accepted_rx) = mpsc::channel(config.limits.intake_queue);
     let (out_tx, out_rx) = mpsc::channel(config.limits.intake_queue + config.limits.max_in_flight);
@@ -122,8 +157,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             client: client.clone(),
             events,
             request_filter: config.mqtt.request_filter.clone(),
-            status_topic: status_topic.clone(),
-            online_payload: status(&config, "online", &models),
+            link: link_tx,
             backoff: Backoff::new(
                 Duration::from_millis(config.mqtt.reconnect_min_ms),
                 Duration::from_millis(config.mqtt.reconnect_max_ms),
@@ -148,6 +182,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
                 .limits
                 .rate_per_minute
                 .map(|r| RateLimiter::new(r, config.limits.rate_burst)),
+            journal: journal.clone(),
+            owed,
         }
         .run(),
     );
@@ -166,8 +202,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         MqttOut {
             client,
             replies: out_rx,
+            link: link_rx,
+            journal,
+            journal_healthy,
             status_topic,
-            offline_payload: status(&config, "offline", &[]),
+            status: StatusPayloads {
+                online: status(&config, "online", &models, Some(journal_state)),
+                journal_failing: status(&config, "online", &models, Some("failing")),
+                offline: status(&config, "offline", &[], None),
+            },
+            give_up: give_up.clone(),
             done: mqtt_done,
         }
         .run(),
@@ -185,6 +229,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     tasks.close();
     shutdown.cancelled().await;
     systemd::stopping();
+    let grace = Duration::from_millis(config.limits.drain_timeout_ms) + PUBACK_GRACE;
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        give_up.cancel();
+    });
     tracing::info!("shutting down: answering accepted questions, then disconnecting");
     tasks.wait().await;
     tracing::info!("stopped");

@@ -17,6 +17,8 @@ use crate::protocol::{ReplyAddress, Request};
 pub struct Accepted {
     pub request: Request,
     pub received: Instant,
+    /// Its journal sequence number; None when it is not in the journal.
+    pub seq: Option<u64>,
 }
 
 /// A message for `mqtt_out` to publish.
@@ -24,4 +26,18 @@ pub struct Accepted {
 pub struct Outgoing {
     pub to: ReplyAddress,
     pub payload: Vec<u8>,
+    /// The journal entry this reply settles, once the broker has it.
+    pub seq: Option<u64>,
+}
+
+/// What mqtt_in, the only task that polls the connection, tells mqtt_out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The broker acknowledged our outstanding publish.
+    Acked,
+    /// We reconnected to a broker that no longer has our session: an
+    /// unacknowledged publish is gone and must be sent again.
+    SessionLost,
+    /// The request subscription is granted (again): announce we are online.
+    Subscribed,
 }

@@ -1,8 +1,9 @@
-//! MQTT in: polls the connection and hands received messages to intake.
+//! MQTT in: polls the connection and hands received messages to intake, and
+//! what happens to our publishes (PUBACKs, a lost session) to mqtt_out.
 //!
 //! This task is the only one that drives the rumqttc event loop, so it never
 //! awaits anything that needs the loop to make progress (publishes, acks):
-//! subscribing and the status publish use the non-blocking `try_` calls. On
+//! subscribing uses the non-blocking `try_` call. On
 //! every ConnAck it subscribes again (the broker may have lost the session),
 //! and after an error it waits a jittered backoff before reconnecting.
 
@@ -10,6 +11,7 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::LinkEvent;
 use crate::mqtt::{AckToken, Backoff, Client, Event, EventLoop};
 use crate::protocol::Inbound;
 
@@ -17,9 +19,9 @@ pub struct MqttIn {
     pub client: Client,
     pub events: EventLoop,
     pub request_filter: String,
-    pub status_topic: String,
-    pub online_payload: Vec<u8>,
     pub backoff: Backoff,
+    /// PUBACKs, session losses and subscriptions, for mqtt_out.
+    pub link: mpsc::UnboundedSender<LinkEvent>,
     /// Raw messages for intake.
     pub to_intake: mpsc::Sender<(Inbound, AckToken)>,
     /// True while the request subscription is granted (readiness for systemd).
@@ -40,19 +42,16 @@ impl MqttIn {
                 Ok(Event::Connected { session_present }) => {
                     self.backoff.reset();
                     tracing::info!(session_present, "connected to the MQTT broker");
+                    if !session_present {
+                        let _ = self.link.send(LinkEvent::SessionLost);
+                    }
                     if let Err(e) = self.client.try_subscribe(&self.request_filter) {
                         tracing::error!(error = %e, "cannot queue the subscription");
                     }
                 }
                 Ok(Event::Subscribed { granted: true }) => {
                     tracing::info!(filter = %self.request_filter, "subscribed; answering questions");
-                    if let Err(e) = self.client.try_publish(
-                        &self.status_topic,
-                        self.online_payload.clone(),
-                        true,
-                    ) {
-                        tracing::warn!(error = %e, "cannot queue the online status");
-                    }
+                    let _ = self.link.send(LinkEvent::Subscribed);
                     self.subscribed.send_replace(true);
                 }
                 Ok(Event::Subscribed { granted: false }) => {
@@ -74,6 +73,9 @@ impl MqttIn {
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
+                }
+                Ok(Event::PublishAcked) => {
+                    let _ = self.link.send(LinkEvent::Acked);
                 }
                 Ok(Event::Disconnected) => break,
                 Ok(Event::Other) => {}

@@ -1,52 +1,147 @@
-//! MQTT out: publishes replies, then the offline status and the disconnect
-//! once every other stage has finished.
+//! MQTT out: the one publisher. It sends each reply and waits for the broker's
+//! PUBACK before the next (stop-and-wait: replies come at inference speed, and
+//! one outstanding publish makes every PUBACK unambiguous), then marks the
+//! question done in the journal. A reply whose PUBACK never came stays owed in
+//! the journal and is sent again after a restart: one reply too many is
+//! possible, none too few. It also publishes the retained status: online when
+//! mqtt_in reports the subscription, degraded while the journal cannot write,
+//! and offline with the DISCONNECT once every other stage has finished.
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::Outgoing;
+use super::{LinkEvent, Outgoing};
+use crate::journal::Journal;
 use crate::mqtt::{Client, PublishProps};
+
+/// The retained status payloads.
+pub struct StatusPayloads {
+    pub online: Vec<u8>,
+    /// Online, but the journal cannot write: answers flow without durability.
+    pub journal_failing: Vec<u8>,
+    pub offline: Vec<u8>,
+}
 
 pub struct MqttOut {
     pub client: Client,
     pub replies: mpsc::Receiver<Outgoing>,
+    /// PUBACKs, session losses and subscriptions, from mqtt_in.
+    pub link: mpsc::UnboundedReceiver<LinkEvent>,
+    pub journal: Option<Journal>,
+    /// True while the journal writes; false shows in the status.
+    pub journal_healthy: watch::Receiver<bool>,
     pub status_topic: String,
-    pub offline_payload: Vec<u8>,
+    pub status: StatusPayloads,
+    /// Stop waiting for PUBACKs: the stop timeout is near. What is not
+    /// acknowledged stays owed in the journal.
+    pub give_up: CancellationToken,
     /// Cancelled when done, so mqtt_in stops polling.
     pub done: CancellationToken,
 }
 
+/// Whether a publish was acknowledged.
+#[derive(PartialEq)]
+enum Delivered {
+    Yes,
+    No,
+}
+
 impl MqttOut {
     pub async fn run(mut self) {
-        // Runs until every sender (intake, router, answer tasks) is gone: that
-        // is the drain, so no accepted question's reply is dropped.
-        while let Some(out) = self.replies.recv().await {
-            let props = PublishProps {
-                response_topic: None,
-                correlation_data: out.to.correlation_data,
-            };
-            if let Err(e) = self
-                .client
-                .publish(&out.to.topic, out.payload, false, props)
-                .await
-            {
-                tracing::error!(topic = %out.to.topic, error = %e, "cannot publish a reply");
+        let mut online = false;
+        let mut announce = false;
+        let mut link_open = true;
+        loop {
+            if announce {
+                announce = false;
+                self.publish_status(online).await;
+            }
+            // Runs until every sender (intake, router, answer tasks) is gone:
+            // that is the drain, so no accepted question's reply is dropped.
+            tokio::select! {
+                out = self.replies.recv() => match out {
+                    Some(out) => {
+                        let Outgoing { to, payload, seq } = out;
+                        let props = PublishProps { response_topic: None, correlation_data: to.correlation_data };
+                        if self.publish(&to.topic, payload, false, props, &mut announce).await == Delivered::Yes {
+                            if let (Some(journal), Some(seq)) = (&self.journal, seq) {
+                                journal.done(seq);
+                            }
+                        } else {
+                            tracing::warn!(topic = %to.topic, "reply not acknowledged by the broker: it stays in the journal and is sent again after a restart");
+                        }
+                    }
+                    None => break,
+                },
+                event = self.link.recv(), if link_open => match event {
+                    Some(LinkEvent::Subscribed) => { online = true; announce = true; }
+                    Some(LinkEvent::Acked | LinkEvent::SessionLost) => {}
+                    None => link_open = false,
+                },
+                Ok(()) = self.journal_healthy.changed(), if online => announce = true,
             }
         }
-        if let Err(e) = self
-            .client
-            .publish(
-                &self.status_topic,
-                self.offline_payload,
-                true,
-                PublishProps::default(),
-            )
-            .await
-        {
-            tracing::warn!(error = %e, "cannot publish the offline status");
-        }
+        self.publish(
+            &self.status_topic.clone(),
+            self.status.offline.clone(),
+            true,
+            PublishProps::default(),
+            &mut false,
+        )
+        .await;
         let _ = self.client.disconnect().await;
         self.done.cancel();
         tracing::debug!("mqtt_out stopped");
+    }
+
+    async fn publish_status(&mut self, online: bool) {
+        let payload = match (online, *self.journal_healthy.borrow_and_update()) {
+            (false, _) => return,
+            (true, true) => self.status.online.clone(),
+            (true, false) => self.status.journal_failing.clone(),
+        };
+        let topic = self.status_topic.clone();
+        self.publish(&topic, payload, true, PublishProps::default(), &mut false)
+            .await;
+    }
+
+    /// Publishes at QoS 1 and waits for the PUBACK, publishing again if the
+    /// broker lost our session (and with it the message) meanwhile.
+    async fn publish(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+        props: PublishProps,
+        announce: &mut bool,
+    ) -> Delivered {
+        // Link events from before this publish say nothing about it.
+        while let Ok(e) = self.link.try_recv() {
+            *announce |= e == LinkEvent::Subscribed;
+        }
+        loop {
+            if let Err(e) = self
+                .client
+                .publish(topic, payload.clone(), retain, props.clone())
+                .await
+            {
+                tracing::error!(%topic, error = %e, "cannot publish");
+                return Delivered::No;
+            }
+            loop {
+                tokio::select! {
+                    event = self.link.recv() => match event {
+                        Some(LinkEvent::Acked) => return Delivered::Yes,
+                        Some(LinkEvent::SessionLost) => {
+                            tracing::warn!(%topic, "the broker lost our session: publishing again");
+                            break;
+                        }
+                        Some(LinkEvent::Subscribed) => *announce = true,
+                        None => return Delivered::No,
+                    },
+                    _ = self.give_up.cancelled() => return Delivered::No,
+                }
+            }
+        }
     }
 }

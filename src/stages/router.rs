@@ -56,12 +56,17 @@ impl Router {
                 (self.pipeline.clone(), self.to_out.clone(), abort.clone());
             tasks.spawn(
                 async move {
-                    let Accepted { request, received } = accepted;
+                    let Accepted {
+                        request,
+                        received,
+                        seq,
+                    } = accepted;
                     let reply = pipeline.answer(&request, received, &abort).await;
                     let _ = to_out
                         .send(Outgoing {
                             to: request.reply,
                             payload: reply.to_json(),
+                            seq,
                         })
                         .await;
                     drop(permit);

@@ -163,13 +163,34 @@ impl Service {
     /// Starts the binary and waits for its retained "online" status, which it
     /// publishes only once its subscription is granted.
     pub async fn start(broker: &Broker, config: &Config) -> Service {
+        Self::start_wrapped(broker, config, &[]).await
+    }
+
+    /// Starts the binary through a wrapper command (`wrapper... BIN run ...`).
+    /// A journal left at the example's system folder goes to the test's own.
+    pub async fn start_wrapped(broker: &Broker, config: &Config, wrapper: &[&str]) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("swarm.toml");
+        let mut config = config.clone();
+        if let Some(j) = config.journal.as_mut() {
+            if j.dir == Config::example().journal.unwrap().dir {
+                j.dir = dir.path().join("state");
+            }
+        }
+        let config = &config;
         std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
         let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
         let mut status = TestClient::connect(broker, MqttProtocol::V5).await;
         status.subscribe(&config.status_topic()).await;
-        let child = Command::new(BIN)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,swarm_llm=debug,llama-cpp-2=warn")
@@ -201,6 +222,12 @@ impl Service {
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would: no drain, nothing flushed.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// Sends SIGTERM and waits for the exit status.
