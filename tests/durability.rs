@@ -122,7 +122,7 @@ head -c 1M /dev/zero > "$0/filler" 2>/dev/null
 (while [ ! -e "$1" ]; do sleep 0.1; done; rm -f "$0/filler") &
 shift; exec "$@""#;
     let (state_arg, trigger_arg) = (state.to_str().unwrap(), trigger.to_str().unwrap());
-    let wrapper = [
+    let command = [
         "unshare",
         "-Urm",
         "sh",
@@ -130,8 +130,9 @@ shift; exec "$@""#;
         script,
         state_arg,
         trigger_arg,
+        BIN,
     ];
-    let service = Service::start_wrapped(&broker, &config, &wrapper).await;
+    let service = Service::start_command(&broker, &config, &command).await;
     let mut status = TestClient::connect(&broker, MqttProtocol::V5).await;
     status.subscribe(&config.status_topic()).await;
     let mut client = TestClient::replies(&broker).await;

@@ -163,12 +163,13 @@ impl Service {
     /// Starts the binary and waits for its retained "online" status, which it
     /// publishes only once its subscription is granted.
     pub async fn start(broker: &Broker, config: &Config) -> Service {
-        Self::start_wrapped(broker, config, &[]).await
+        Self::start_command(broker, config, &[BIN]).await
     }
 
-    /// Starts the binary through a wrapper command (`wrapper... BIN run ...`).
+    /// Starts `command... run --config FILE`, where the command is the binary
+    /// or a wrapper and the binary (`unshare ... BIN`, `qemu-aarch64 ... BIN`).
     /// A journal left at the example's system folder goes to the test's own.
-    pub async fn start_wrapped(broker: &Broker, config: &Config, wrapper: &[&str]) -> Service {
+    pub async fn start_command(broker: &Broker, config: &Config, command: &[&str]) -> Service {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("swarm.toml");
         let mut config = config.clone();
@@ -182,15 +183,9 @@ impl Service {
         let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
         let mut status = TestClient::connect(broker, MqttProtocol::V5).await;
         status.subscribe(&config.status_topic()).await;
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(BIN);
-                c
-            }
-            None => Command::new(BIN),
-        };
-        let child = command
+        let (program, args) = command.split_first().expect("a program to run");
+        let child = Command::new(program)
+            .args(args)
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,swarm_llm=debug,llama-cpp-2=warn")
