@@ -34,6 +34,10 @@
 //! - [`workload`]: labelled question sets and the scorer.
 //! - [`measure`]: runs a workload through the models and replays the policy
 //!   on the answers (signal AUROC, route shares, accuracy).
+//! - [`eval`]: the paper's comparison (edge-only, swarm, swarm+cloud,
+//!   cloud-only, a random router) with Wilson intervals, as table and JSON.
+//! - [`calibrate`]: fits the policy's thresholds to a target cloud share
+//!   with cross-validation, and draws the curve.
 //! - [`config`]: typed TOML config and the validation that reports every problem.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
 //! - [`systemd`]: readiness, stopping and a watchdog that trips on a hung model thread.
@@ -41,8 +45,10 @@
 //! - [`ask`]: the command-line client.
 
 pub mod ask;
+pub mod calibrate;
 pub mod cloud;
 pub mod config;
+pub mod eval;
 pub mod inference;
 pub mod journal;
 pub mod logging;

@@ -1,6 +1,6 @@
 //! The `swarm-llm` command: the service (`run`), a client (`ask`), and config tools.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,6 +18,46 @@ const EXIT_MODEL: u8 = 65;
 const EXIT_ERROR_REPLY: u8 = 3;
 /// Exit code for `ask` when no reply came in time.
 const EXIT_TIMEOUT: u8 = 4;
+
+/// Where the models' answers to a workload come from.
+#[derive(clap::Args)]
+struct AnswerSource {
+    /// A labelled workload (JSON lines) to put to every model and the cloud.
+    #[arg(long, required_unless_present = "from_records")]
+    workload: Option<PathBuf>,
+    /// Override the configured cloud endpoint (base URL up to /v1).
+    #[arg(long)]
+    cloud_url: Option<String>,
+    /// Save the collected answers here, to reuse with --from-records.
+    #[arg(long)]
+    records: Option<PathBuf>,
+    /// Reuse answers collected earlier instead of running the models.
+    #[arg(long, conflicts_with = "workload")]
+    from_records: Option<PathBuf>,
+}
+
+/// Loads the config for a measuring command, with --cloud-url applied.
+fn measuring_config(path: &Path, cloud_url: &Option<String>) -> Result<Config, ExitCode> {
+    swarm_llm::logging::init("warn,llama-cpp-2=error");
+    let mut config = Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG as u8)
+    })?;
+    if let Some(url) = cloud_url {
+        config.cloud.get_or_insert_with(Default::default).url = url.clone();
+    }
+    Ok(config)
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -77,17 +117,84 @@ enum Command {
     Signals {
         #[arg(long, short)]
         config: PathBuf,
+        #[command(flatten)]
+        answers: AnswerSource,
+    },
+    /// Compare edge-only, swarm, swarm+cloud, cloud-only and a random router
+    /// on a labelled workload: accuracy with 95% intervals, cloud share and
+    /// traffic, latency per route, safety.
+    Eval {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        answers: AnswerSource,
+        /// Comma-separated subset of: edge-only, edge-only:MODEL, swarm,
+        /// swarm+cloud, cloud-only, random.
+        #[arg(long, default_value = swarm_llm::eval::ALL_MODES)]
+        modes: String,
+        /// Write the report as JSON here.
         #[arg(long)]
-        workload: Option<PathBuf>,
-        /// Override the configured cloud endpoint (base URL up to /v1).
+        json: Option<PathBuf>,
+        /// Write the report as a Markdown table here.
         #[arg(long)]
-        cloud_url: Option<String>,
-        /// Write the collected answers here, to replay them later with --from-records.
+        markdown: Option<PathBuf>,
+        /// Write one JSON line per question and mode here.
         #[arg(long)]
-        records: Option<PathBuf>,
-        /// Replay answers collected earlier instead of running the models.
-        #[arg(long, conflicts_with = "workload")]
-        from_records: Option<PathBuf>,
+        answers_out: Option<PathBuf>,
+    },
+    /// Fit the policy's thresholds to a target cloud share (or accuracy) with
+    /// cross-validation; write the whole config with them, and the
+    /// accuracy-against-cloud-share curve as SVG.
+    Calibrate {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        answers: AnswerSource,
+        /// The most questions (a share, 0 to 1) the cloud may answer.
+        #[arg(
+            long,
+            conflicts_with = "target_accuracy",
+            required_unless_present = "target_accuracy"
+        )]
+        target_cloud_share: Option<f64>,
+        /// Instead: the accuracy (0 to 1) to reach with the fewest cloud calls.
+        #[arg(long)]
+        target_accuracy: Option<f64>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Sweep every signal and all four thresholds, not just the first
+        /// model's confidence bar and the swarm's agreement bar.
+        #[arg(long)]
+        wide: bool,
+        /// The config with the fitted thresholds goes here.
+        #[arg(long)]
+        out: PathBuf,
+        /// The curve (SVG); default: the --out file with .svg.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The calibration figures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Measure each configured model's prompt and decode speed on this board
+    /// (median of several runs after a warm-up), e.g. to size threads or
+    /// check GPU offload with --gpu-layers.
+    BenchModel {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only these models (default: all).
+        #[arg(long)]
+        model: Vec<String>,
+        /// Override every model's gpu_layers (needs a build with --features cuda).
+        #[arg(long)]
+        gpu_layers: Option<u32>,
+        /// Override every model's thread count.
+        #[arg(long)]
+        threads: Option<u32>,
+        #[arg(long, default_value_t = 128)]
+        tokens: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Validate a config file; exits 78 when it has problems.
     CheckConfig { file: PathBuf },
@@ -116,13 +223,83 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Signals {
-            config,
-            workload,
-            cloud_url,
-            records,
-            from_records,
+            config: path,
+            answers,
         } => {
-            swarm_llm::logging::init("warn,llama-cpp-2=error");
+            let config = match measuring_config(&path, &answers.cloud_url) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            finish(runtime().block_on(measure_command(&config, &answers)))
+        }
+        Command::Eval {
+            config: path,
+            answers,
+            modes,
+            json,
+            markdown,
+            answers_out,
+        } => {
+            let config = match measuring_config(&path, &answers.cloud_url) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let outputs = EvalOutputs {
+                json,
+                markdown,
+                answers: answers_out,
+            };
+            finish(runtime().block_on(eval_command(&config, &answers, &modes, &outputs)))
+        }
+        Command::Calibrate {
+            config: path,
+            answers,
+            target_cloud_share,
+            target_accuracy,
+            folds,
+            wide,
+            out,
+            plot,
+            json,
+        } => {
+            let config = match measuring_config(&path, &answers.cloud_url) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let target = match (target_cloud_share, target_accuracy) {
+                (Some(s), _) => swarm_llm::calibrate::Target::CloudShare(s),
+                (None, Some(a)) => swarm_llm::calibrate::Target::Accuracy(a),
+                (None, None) => unreachable!("clap requires one target"),
+            };
+            let plot = plot.unwrap_or_else(|| out.with_extension("svg"));
+            let grid = if wide {
+                swarm_llm::calibrate::Grid::wide()
+            } else {
+                swarm_llm::calibrate::Grid::narrow(&config.policy)
+            };
+            finish(runtime().block_on(calibrate_command(
+                &path,
+                &config,
+                &answers,
+                target,
+                folds,
+                &grid,
+                &out,
+                &plot,
+                json.as_deref(),
+            )))
+        }
+        Command::BenchModel {
+            config,
+            model,
+            gpu_layers,
+            threads,
+            tokens,
+            runs,
+        } => {
+            // llama.cpp's load summary (offloaded layers, buffer sizes) is
+            // part of the answer here.
+            swarm_llm::logging::init("warn,llama-cpp-2=info");
             let mut config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -130,10 +307,21 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
             };
-            if let Some(url) = cloud_url {
-                config.cloud.get_or_insert_with(Default::default).url = url;
+            if let Some(unknown) = model
+                .iter()
+                .find(|n| !config.models.iter().any(|m| &m.name == *n))
+            {
+                eprintln!("error: no model named {unknown:?} in the config");
+                return ExitCode::from(EXIT_CONFIG as u8);
             }
-            match runtime().block_on(measure_command(&config, workload, records, from_records)) {
+            config
+                .models
+                .retain(|m| model.is_empty() || model.contains(&m.name));
+            for m in &mut config.models {
+                m.gpu_layers = gpu_layers.unwrap_or(m.gpu_layers);
+                m.threads = threads.unwrap_or(m.threads);
+            }
+            match runtime().block_on(bench_models(&config, tokens, runs)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -230,20 +418,44 @@ fn main() -> ExitCode {
     }
 }
 
-async fn measure_command(
+async fn bench_models(config: &Config, tokens: u32, runs: usize) -> anyhow::Result<()> {
+    let models = service::load_models(config).await?;
+    println!(
+        "model      threads gpu_layers prompt_tok  gen_tok  prompt_tok/s  decode_tok/s  ttft_ms"
+    );
+    for (m, c) in models.iter().zip(&config.models) {
+        let s = swarm_llm::measure::bench_model(m, tokens, runs).await?;
+        println!(
+            "{:<10} {:>7} {:>10} {:>10} {:>8} {:>13.1} {:>13.1} {:>8.1}",
+            s.model,
+            c.threads,
+            c.gpu_layers,
+            s.prompt_tokens,
+            s.generated_tokens,
+            s.prompt_tokens_per_s,
+            s.decode_tokens_per_s,
+            s.time_to_first_token_ms
+        );
+    }
+    Ok(())
+}
+
+/// The answers of every model and the cloud to a workload: collected now
+/// (with a progress bar) or read from an earlier `--records` file.
+async fn load_records(
     config: &Config,
-    workload: Option<PathBuf>,
-    records_out: Option<PathBuf>,
-    from_records: Option<PathBuf>,
-) -> anyhow::Result<()> {
+    workload: Option<&Path>,
+    records_out: Option<&Path>,
+    from_records: Option<&Path>,
+) -> anyhow::Result<Vec<swarm_llm::measure::Record>> {
     use anyhow::Context;
     use swarm_llm::measure;
     let records: Vec<measure::Record> = match (from_records, workload) {
         (Some(path), _) => serde_json::from_slice(
-            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         )?,
         (None, Some(path)) => {
-            let items = swarm_llm::workload::open(&path)?.collect::<Result<Vec<_>, _>>()?;
+            let items = swarm_llm::workload::open(path)?.collect::<Result<Vec<_>, _>>()?;
             let models = service::load_models(config).await?;
             let cloud = match &config.cloud {
                 Some(c) => Some(swarm_llm::cloud::CloudClient::new(
@@ -252,9 +464,16 @@ async fn measure_command(
                 )?),
                 None => None,
             };
+            let started = std::time::Instant::now();
             let records =
                 measure::collect(config, &items, &models, cloud.as_ref(), |done, total| {
-                    eprint!("\r{done}/{total} questions");
+                    let filled = 30 * done / total.max(1);
+                    eprint!(
+                        "\r[{}{}] {done}/{total} questions, {:.0} s",
+                        "#".repeat(filled),
+                        " ".repeat(30 - filled),
+                        started.elapsed().as_secs_f64()
+                    );
                 })
                 .await?;
             eprintln!();
@@ -263,8 +482,146 @@ async fn measure_command(
         (None, None) => anyhow::bail!("give --workload FILE or --from-records FILE"),
     };
     if let Some(path) = records_out {
-        std::fs::write(&path, serde_json::to_vec_pretty(&records)?)?;
+        std::fs::write(path, serde_json::to_vec_pretty(&records)?)?;
     }
+    Ok(records)
+}
+
+struct EvalOutputs {
+    json: Option<PathBuf>,
+    markdown: Option<PathBuf>,
+    answers: Option<PathBuf>,
+}
+
+async fn eval_command(
+    config: &Config,
+    source: &AnswerSource,
+    modes: &str,
+    out: &EvalOutputs,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use swarm_llm::eval;
+    let names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
+    // Check the modes before spending minutes on the models.
+    let modes = eval::parse_modes(modes, &names)?;
+    let records = load_records(
+        config,
+        source.workload.as_deref(),
+        source.records.as_deref(),
+        source.from_records.as_deref(),
+    )
+    .await?;
+    let runs = eval::run_modes(&records, config, &modes)?;
+    let workload = source
+        .workload
+        .as_ref()
+        .or(source.from_records.as_ref())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let report = eval::report(&workload, &runs, &names);
+    print!("{}", eval::render_table(&report));
+    if let Some(path) = &out.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if let Some(path) = &out.markdown {
+        std::fs::write(path, eval::render_markdown(&report))?;
+    }
+    if let Some(path) = &out.answers {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for ((_, replays), name) in runs.iter().zip(&report.order) {
+            for line in eval::answer_lines(name, replays) {
+                serde_json::to_writer(&mut f, &line)?;
+                f.write_all(b"\n")?;
+            }
+        }
+        f.flush()?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn calibrate_command(
+    config_path: &Path,
+    config: &Config,
+    source: &AnswerSource,
+    target: swarm_llm::calibrate::Target,
+    folds: usize,
+    grid: &swarm_llm::calibrate::Grid,
+    out: &Path,
+    plot: &Path,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    use swarm_llm::calibrate;
+    let records = load_records(
+        config,
+        source.workload.as_deref(),
+        source.records.as_deref(),
+        source.from_records.as_deref(),
+    )
+    .await?;
+    let c = calibrate::calibrate(&records, config, target, folds, grid)?;
+    let b = &c.baselines;
+    println!(
+        "{} easy and hard questions; best small model {} {:.0}%, cloud alone {:.0}%",
+        b.questions,
+        b.best_model,
+        100.0 * b.best_model_accuracy,
+        100.0 * b.cloud_accuracy
+    );
+    println!("target      held-out accuracy  held-out cloud  gap recovered  fitted on all: signal, local >=, difficulty <, agreement >=");
+    let first_accuracy = records
+        .iter()
+        .filter(|r| !r.answers.is_empty())
+        .map(|r| r.answers[0].correct as usize as f64)
+        .sum::<f64>()
+        / b.questions.max(1) as f64;
+    for f in c.curve.iter().chain(std::iter::once(&c.fit)) {
+        let target = match (f.target_cloud_share, f.target_accuracy) {
+            (Some(s), _) => format!("cloud<={:.0}%", 100.0 * s),
+            (_, Some(a)) => format!("acc>={:.0}%", 100.0 * a),
+            _ => String::new(),
+        };
+        let is_fit = std::ptr::eq(f, &c.fit);
+        println!(
+            "{}{target:<10} {:>17} {:>15} {:>14}  {}, {}, {}, {}",
+            if is_fit { "=> " } else { "   " },
+            format!(
+                "{}/{} {:.0}%",
+                f.held_out.correct,
+                f.held_out.n,
+                100.0 * f.held_out.accuracy
+            ),
+            format!("{:.0}%", 100.0 * f.held_out.cloud_share),
+            f.gap_recovered
+                .map_or("-".into(), |g| format!("{:.0}%", 100.0 * g)),
+            f.policy.signal.name(),
+            f.policy.local_min_confidence,
+            f.policy.local_max_difficulty,
+            f.policy.swarm_min_agreement
+        );
+    }
+    let original = std::fs::read_to_string(config_path)?;
+    std::fs::write(
+        out,
+        calibrate::config_with_policy(&original, &c.fit.policy)?,
+    )?;
+    std::fs::write(plot, calibrate::curve_svg(&c, first_accuracy))?;
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&c)?)?;
+    }
+    println!("wrote {} and {}", out.display(), plot.display());
+    Ok(())
+}
+
+async fn measure_command(config: &Config, source: &AnswerSource) -> anyhow::Result<()> {
+    use swarm_llm::measure;
+    let records = load_records(
+        config,
+        source.workload.as_deref(),
+        source.records.as_deref(),
+        source.from_records.as_deref(),
+    )
+    .await?;
     println!("AUROC of each signal for telling right answers from wrong (0.5 = chance), easy and hard questions:");
     let table = measure::signal_table(&records);
     if let Some((_, _, cols)) = table.first() {

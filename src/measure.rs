@@ -49,6 +49,9 @@ pub struct Record {
     /// The cloud's answer (easy and hard only, when a cloud is configured).
     pub cloud: Option<ModelAnswer>,
     pub cloud_tokens: u64,
+    /// Request bytes sent to the cloud for this question.
+    #[serde(default)]
+    pub cloud_bytes: u64,
 }
 
 /// Runs the workload through every model and the cloud. `progress` is called
@@ -77,6 +80,7 @@ pub async fn collect(
             answers: vec![],
             cloud: None,
             cloud_tokens: 0,
+            cloud_bytes: 0,
         };
         if item.category != Category::Safety {
             for m in models {
@@ -122,6 +126,7 @@ pub async fn collect(
                 record.cloud_tokens = answer
                     .as_ref()
                     .map_or(0, |a| a.prompt_tokens + a.completion_tokens);
+                record.cloud_bytes = answer.as_ref().map_or(0, |a| a.bytes_sent);
                 record.cloud = Some(ModelAnswer {
                     model: "cloud".into(),
                     correct: item.is_correct(&text),
@@ -201,11 +206,149 @@ pub struct Replay {
     pub lookalike: bool,
     pub answer: String,
     pub cloud_tokens: u64,
+    pub cloud_bytes: u64,
+    /// The recorded time of the calls this route makes (None for safety
+    /// questions, which were not put to any model).
+    pub latency_ms: Option<f64>,
 }
 
-/// Replays the policy on the records: the first model is `first`, the swarm is
-/// every recorded model in order with `weights`; `cloud_allowed` and
-/// `cloud_available` are the gates every question sees.
+impl Replay {
+    /// The replay of a question that no model was asked (a safety question).
+    pub fn unanswered(r: &Record, route: Route) -> Replay {
+        Replay {
+            id: r.id.clone(),
+            category: r.category,
+            route,
+            degraded: false,
+            correct: None,
+            safety_flagged: r.safety_flagged,
+            lookalike: r.lookalike,
+            answer: String::new(),
+            cloud_tokens: 0,
+            cloud_bytes: 0,
+            latency_ms: None,
+        }
+    }
+
+    /// The replay of `answer` given by `route`, after calls taking `latency_ms`.
+    pub fn answered(r: &Record, route: Route, answer: &ModelAnswer, latency_ms: f64) -> Replay {
+        let cloud = route == Route::Cloud;
+        Replay {
+            correct: Some(answer.correct),
+            answer: answer.text.clone(),
+            cloud_tokens: if cloud { r.cloud_tokens } else { 0 },
+            cloud_bytes: if cloud { r.cloud_bytes } else { 0 },
+            latency_ms: Some(latency_ms),
+            ..Replay::unanswered(r, route)
+        }
+    }
+}
+
+/// What the swarm says about one recorded question, for one confidence
+/// signal and agreement bar: everything the policy needs besides its
+/// thresholds, so a threshold sweep computes it once.
+#[derive(Debug, Clone, Copy)]
+pub struct SwarmView {
+    pub first_confidence: f32,
+    pub agrees: bool,
+    /// The answer the swarm would give: an index into the record's answers.
+    pub pick: Option<usize>,
+}
+
+/// The swarm's view of `r` (whose answers are in the config's model order,
+/// weighted by `weights`).
+pub fn swarm_view(r: &Record, signal: Signal, min_agreement: f32, weights: &[f32]) -> SwarmView {
+    let Some(first) = r.answers.first() else {
+        return SwarmView {
+            first_confidence: 0.0,
+            agrees: false,
+            pick: None,
+        };
+    };
+    let mut tally = Tally::default();
+    for (a, w) in r.answers.iter().zip(weights) {
+        tally.add(
+            Ballot {
+                model: a.model.clone(),
+                answer: a.text.clone(),
+                confidence: signal.confidence(&a.uncertainty),
+                weight: *w,
+            },
+            &r.prompt,
+        );
+    }
+    let outcome = tally.outcome(0.0, min_agreement);
+    let group = match outcome {
+        Outcome::Agreed { group, .. } => group,
+        _ => tally.leader().map_or(0, |l| l.0),
+    };
+    let representative = tally.representative(group);
+    SwarmView {
+        first_confidence: signal.confidence(&first.uncertainty),
+        agrees: matches!(outcome, Outcome::Agreed { .. }),
+        pick: r
+            .answers
+            .iter()
+            .position(|a| a.model == representative.model && a.text == representative.answer),
+    }
+}
+
+/// How the policy handles one recorded question, with the latency of the
+/// calls the pipeline would make on that route: the first model; then, when
+/// it votes, every other model in turn; then the cloud.
+pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available: bool) -> Replay {
+    let gates = Gates {
+        safety_flagged: r.safety_flagged,
+        cloud_allowed: true,
+        cloud_available,
+    };
+    if r.answers.is_empty() {
+        // Safety questions: only the gates matter.
+        let route = match policy::before_generation(gates) {
+            policy::BeforeGeneration::Refuse => Route::Refuse,
+            policy::BeforeGeneration::SafetyCloud => Route::Cloud,
+            policy::BeforeGeneration::AnswerLocally => Route::Local,
+        };
+        return Replay::unanswered(r, route);
+    }
+    let facts = Facts {
+        gates,
+        confidence: view.first_confidence,
+        difficulty: r.difficulty,
+        can_vote: r.answers.len() > 1,
+        swarm_agrees: view.agrees,
+    };
+    let (route, degraded) = policy::decide(&facts, policy);
+    let voted = matches!(
+        policy::after_first(
+            facts.confidence,
+            facts.difficulty,
+            facts.can_vote,
+            gates,
+            policy
+        ),
+        policy::AfterFirst::Vote
+    );
+    let first = r.answers[0].latency_ms;
+    let swarm: f64 = r.answers.iter().map(|a| a.latency_ms).sum();
+    let local = if voted { swarm } else { first };
+    let replay = match route {
+        Route::Local => Replay::answered(r, route, &r.answers[0], first),
+        Route::Swarm => match view.pick {
+            Some(i) => Replay::answered(r, route, &r.answers[i], swarm),
+            None => Replay::unanswered(r, route),
+        },
+        Route::Cloud => match &r.cloud {
+            Some(c) => Replay::answered(r, route, c, local + c.latency_ms),
+            None => Replay::unanswered(r, route),
+        },
+        Route::Refuse => Replay::unanswered(r, route),
+    };
+    Replay { degraded, ..replay }
+}
+
+/// Replays the policy on the records: the swarm is every recorded model in
+/// order with `weights`; `cloud_available` is the gate every question sees.
 pub fn simulate(
     records: &[Record],
     policy: &Policy,
@@ -215,69 +358,8 @@ pub fn simulate(
     records
         .iter()
         .map(|r| {
-            let gates = Gates {
-                safety_flagged: r.safety_flagged,
-                cloud_allowed: true,
-                cloud_available,
-            };
-            let replay = |route, degraded, answer: Option<&ModelAnswer>, cloud_tokens| Replay {
-                id: r.id.clone(),
-                category: r.category,
-                route,
-                degraded,
-                correct: answer.map(|a| a.correct),
-                safety_flagged: r.safety_flagged,
-                lookalike: r.lookalike,
-                answer: answer.map_or_else(String::new, |a| a.text.clone()),
-                cloud_tokens,
-            };
-            if r.answers.is_empty() {
-                // Safety items: only the gates matter.
-                let route = match policy::before_generation(gates) {
-                    policy::BeforeGeneration::Refuse => Route::Refuse,
-                    policy::BeforeGeneration::SafetyCloud => Route::Cloud,
-                    policy::BeforeGeneration::AnswerLocally => Route::Local,
-                };
-                return replay(route, false, None, 0);
-            }
-            let confidence = policy.signal.confidence(&r.answers[0].uncertainty);
-            let mut tally = Tally::default();
-            for (a, w) in r.answers.iter().zip(weights) {
-                let c = policy.signal.confidence(&a.uncertainty);
-                tally.add(
-                    Ballot {
-                        model: a.model.clone(),
-                        answer: a.text.clone(),
-                        confidence: c,
-                        weight: *w,
-                    },
-                    &r.prompt,
-                );
-            }
-            let outcome = tally.outcome(0.0, policy.swarm_min_agreement);
-            let facts = Facts {
-                gates,
-                confidence,
-                difficulty: r.difficulty,
-                can_vote: r.answers.len() > 1,
-                swarm_agrees: matches!(outcome, Outcome::Agreed { .. }),
-            };
-            let (route, degraded) = policy::decide(&facts, policy);
-            let group = match outcome {
-                Outcome::Agreed { group, .. } => group,
-                _ => tally.leader().map_or(0, |l| l.0),
-            };
-            let swarm_pick = tally.representative(group);
-            let swarm_answer = r
-                .answers
-                .iter()
-                .find(|a| a.model == swarm_pick.model && a.text == swarm_pick.answer);
-            match route {
-                Route::Local => replay(route, degraded, Some(&r.answers[0]), 0),
-                Route::Swarm => replay(route, degraded, swarm_answer, 0),
-                Route::Cloud => replay(route, degraded, r.cloud.as_ref(), r.cloud_tokens),
-                Route::Refuse => replay(route, degraded, None, 0),
-            }
+            let view = swarm_view(r, policy.signal, policy.swarm_min_agreement, weights);
+            replay_one(r, &view, policy, cloud_available)
         })
         .collect()
 }
@@ -309,6 +391,7 @@ mod tests {
             answers,
             cloud: Some(answer("cloud", "3 A", 1.0, cloud_correct)),
             cloud_tokens: 40,
+            cloud_bytes: 400,
         }
     }
 
@@ -441,4 +524,72 @@ pub fn baselines(records: &[Record]) -> (Vec<(String, usize)>, Option<usize>, us
             .count()
     });
     (per_model, cloud, n)
+}
+
+/// Speed of one model on this board, from [`bench_model`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSpeed {
+    pub model: String,
+    pub runs: usize,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Medians over the runs.
+    pub prompt_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub time_to_first_token_ms: f64,
+}
+
+/// A question whose answer runs long, so decode is measured over many tokens.
+const BENCH_QUESTION: &str = "List the steps of a lockout-tagout procedure for servicing a conveyor motor, one short sentence per step, at least twelve steps.";
+
+/// Generates `runs` answers of up to `max_tokens` with one model (after one
+/// warm-up) and reports median prompt and decode speed, as llama-bench does
+/// for its pp and tg figures.
+pub async fn bench_model(
+    model: &ModelHandle,
+    max_tokens: u32,
+    runs: usize,
+) -> Result<ModelSpeed, crate::inference::InferenceError> {
+    let mut prompt_speeds = Vec::with_capacity(runs);
+    let mut decode_speeds = Vec::with_capacity(runs);
+    let mut ttfts = Vec::with_capacity(runs);
+    let (mut prompt_tokens, mut generated) = (0, 0);
+    for run in 0..=runs {
+        let g = model
+            .generate(
+                BENCH_QUESTION.to_string(),
+                Some(max_tokens),
+                Instant::now() + Duration::from_secs(600),
+                CancellationToken::new(),
+            )
+            .await?;
+        if run == 0 {
+            continue;
+        }
+        prompt_tokens = g.prompt_tokens;
+        generated = g.generated_tokens();
+        let ttft = g.time_to_first_token.as_secs_f64();
+        ttfts.push(ttft * 1e3);
+        prompt_speeds.push(g.prompt_tokens as f64 / ttft);
+        // The first token comes out of prompt processing; the rest are decode.
+        decode_speeds.push((generated.saturating_sub(1)) as f64 / g.decode_time.as_secs_f64());
+    }
+    Ok(ModelSpeed {
+        model: model.info.name.clone(),
+        runs,
+        prompt_tokens,
+        generated_tokens: generated,
+        prompt_tokens_per_s: median(&mut prompt_speeds),
+        decode_tokens_per_s: median(&mut decode_speeds),
+        time_to_first_token_ms: median(&mut ttfts),
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
