@@ -427,17 +427,10 @@ pub fn curve_svg(c: &Calibration, first_model_accuracy: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::ModelAnswer;
-    use crate::route::signals::Uncertainty;
+    use crate::measure::{fixtures, ModelAnswer};
 
     fn answer(model: &str, text: &str, p: f32, correct: bool) -> ModelAnswer {
-        ModelAnswer {
-            model: model.into(),
-            text: text.into(),
-            uncertainty: Uncertainty::from_tokens(&[p; 3], &[0.1; 3]),
-            correct,
-            latency_ms: 10.0,
-        }
+        fixtures::answer(model, text, p, correct, 10.0)
     }
 
     /// Questions where the first model's confidence tells right from wrong:
@@ -474,19 +467,7 @@ mod tests {
     }
 
     fn config() -> Config {
-        let mut c = Config::example();
-        let m = c.models[0].clone();
-        c.models = vec![
-            crate::config::ModelConfig {
-                name: "a".into(),
-                ..m.clone()
-            },
-            crate::config::ModelConfig {
-                name: "b".into(),
-                ..m
-            },
-        ];
-        c
+        fixtures::two_models()
     }
 
     #[test]

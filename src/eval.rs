@@ -518,8 +518,6 @@ pub fn render_markdown(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::ModelAnswer;
-    use crate::route::signals::Uncertainty;
 
     #[test]
     fn wilson_matches_published_values() {
@@ -548,15 +546,8 @@ mod tests {
         assert_eq!(percentile(&[], 0.5), None);
     }
 
-    fn answer(model: &str, text: &str, p: f32, correct: bool, ms: f64) -> ModelAnswer {
-        ModelAnswer {
-            model: model.into(),
-            text: text.into(),
-            uncertainty: Uncertainty::from_tokens(&[p; 3], &[0.1; 3]),
-            correct,
-            latency_ms: ms,
-        }
-    }
+    use crate::measure::fixtures::answer;
+    use crate::measure::ModelAnswer;
 
     fn record(id: &str, cat: Category, answers: Vec<ModelAnswer>, cloud: bool) -> Record {
         Record {
@@ -621,18 +612,7 @@ mod tests {
     }
 
     fn config() -> Config {
-        let mut c = Config::example();
-        let m = c.models[0].clone();
-        c.models = vec![
-            crate::config::ModelConfig {
-                name: "a".into(),
-                ..m.clone()
-            },
-            crate::config::ModelConfig {
-                name: "b".into(),
-                ..m
-            },
-        ];
+        let mut c = crate::measure::fixtures::two_models();
         c.policy.local_min_confidence = 0.5;
         c.policy.swarm_min_agreement = 0.6;
         c

@@ -444,13 +444,11 @@ async fn bench_models(config: &Config, tokens: u32, runs: usize) -> anyhow::Resu
 /// (with a progress bar) or read from an earlier `--records` file.
 async fn load_records(
     config: &Config,
-    workload: Option<&Path>,
-    records_out: Option<&Path>,
-    from_records: Option<&Path>,
+    source: &AnswerSource,
 ) -> anyhow::Result<Vec<swarm_llm::measure::Record>> {
     use anyhow::Context;
     use swarm_llm::measure;
-    let records: Vec<measure::Record> = match (from_records, workload) {
+    let records: Vec<measure::Record> = match (&source.from_records, &source.workload) {
         (Some(path), _) => serde_json::from_slice(
             &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         )?,
@@ -481,7 +479,7 @@ async fn load_records(
         }
         (None, None) => anyhow::bail!("give --workload FILE or --from-records FILE"),
     };
-    if let Some(path) = records_out {
+    if let Some(path) = &source.records {
         std::fs::write(path, serde_json::to_vec_pretty(&records)?)?;
     }
     Ok(records)
@@ -504,13 +502,7 @@ async fn eval_command(
     let names: Vec<String> = config.models.iter().map(|m| m.name.clone()).collect();
     // Check the modes before spending minutes on the models.
     let modes = eval::parse_modes(modes, &names)?;
-    let records = load_records(
-        config,
-        source.workload.as_deref(),
-        source.records.as_deref(),
-        source.from_records.as_deref(),
-    )
-    .await?;
+    let records = load_records(config, source).await?;
     let runs = eval::run_modes(&records, config, &modes)?;
     let workload = source
         .workload
@@ -552,13 +544,7 @@ async fn calibrate_command(
     json: Option<&Path>,
 ) -> anyhow::Result<()> {
     use swarm_llm::calibrate;
-    let records = load_records(
-        config,
-        source.workload.as_deref(),
-        source.records.as_deref(),
-        source.from_records.as_deref(),
-    )
-    .await?;
+    let records = load_records(config, source).await?;
     let c = calibrate::calibrate(&records, config, target, folds, grid)?;
     let b = &c.baselines;
     println!(
@@ -615,13 +601,7 @@ async fn calibrate_command(
 
 async fn measure_command(config: &Config, source: &AnswerSource) -> anyhow::Result<()> {
     use swarm_llm::measure;
-    let records = load_records(
-        config,
-        source.workload.as_deref(),
-        source.records.as_deref(),
-        source.from_records.as_deref(),
-    )
-    .await?;
+    let records = load_records(config, source).await?;
     println!("AUROC of each signal for telling right answers from wrong (0.5 = chance), easy and hard questions:");
     let table = measure::signal_table(&records);
     if let Some((_, _, cols)) = table.first() {

@@ -364,18 +364,42 @@ pub fn simulate(
         .collect()
 }
 
+/// Answers and configs for the tests of the modules that replay records.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn answer(model: &str, text: &str, p: f32, correct: bool) -> ModelAnswer {
+    /// A model's answer whose every token had probability `p`.
+    pub fn answer(model: &str, text: &str, p: f32, correct: bool, latency_ms: f64) -> ModelAnswer {
         ModelAnswer {
             model: model.into(),
             text: text.into(),
             uncertainty: Uncertainty::from_tokens(&[p; 3], &[0.1; 3]),
             correct,
-            latency_ms: 1.0,
+            latency_ms,
         }
+    }
+
+    /// The example config with two models, `a` and `b`.
+    pub fn two_models() -> Config {
+        let mut c = Config::example();
+        let m = c.models[0].clone();
+        c.models = ["a", "b"]
+            .map(|name| crate::config::ModelConfig {
+                name: name.into(),
+                ..m.clone()
+            })
+            .to_vec();
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(model: &str, text: &str, p: f32, correct: bool) -> ModelAnswer {
+        fixtures::answer(model, text, p, correct, 1.0)
     }
 
     fn record(id: &str, answers: Vec<ModelAnswer>, cloud_correct: bool) -> Record {

@@ -102,6 +102,28 @@ async fn kill_9_during_a_burst_of_50_then_a_restart_answers_each_question_exactl
     );
 }
 
+/// Asks once and waits for the answer, then for the retained status to say
+/// the journal is `want`.
+async fn ask_then_status(client: &mut TestClient, status: &mut TestClient, want: &str) {
+    client
+        .publish(
+            "swarm/query/disk",
+            QUESTION.as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    let reply = client.reply(Duration::from_secs(60)).await;
+    assert!(says_canberra(&reply), "answers flow: {reply}");
+    loop {
+        let m = status.next_message(Duration::from_secs(10)).await;
+        let m = m.unwrap_or_else(|| panic!("no status saying the journal is {want}"));
+        let s: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if s["journal"] == want {
+            return;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_under_the_journal_degrades_loudly_and_answers_still_flow() {
     let broker = Broker::start();
@@ -136,44 +158,12 @@ shift; exec "$@""#;
     let mut status = TestClient::connect(&broker, MqttProtocol::V5).await;
     status.subscribe(&config.status_topic()).await;
     let mut client = TestClient::replies(&broker).await;
-    let journal_state = |m: swarm_llm::protocol::Inbound| {
-        let s: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        s["journal"].as_str().unwrap_or_default().to_string()
-    };
-
-    client
-        .publish(
-            "swarm/query/disk",
-            QUESTION.as_bytes(),
-            PublishProps::default(),
-        )
-        .await;
-    let reply = client.reply(Duration::from_secs(60)).await;
-    assert!(says_canberra(&reply), "answers flow: {reply}");
-    loop {
-        let m = status.next_message(Duration::from_secs(10)).await;
-        if journal_state(m.expect("a status saying the journal fails")) == "failing" {
-            break;
-        }
-    }
+    ask_then_status(&mut client, &mut status, "failing").await;
     let log = service.log();
     assert!(log.contains("JOURNAL WRITE FAILED"), "{log}");
 
     std::fs::write(&trigger, b"").unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    client
-        .publish(
-            "swarm/query/disk",
-            QUESTION.as_bytes(),
-            PublishProps::default(),
-        )
-        .await;
-    assert!(says_canberra(&client.reply(Duration::from_secs(60)).await));
-    loop {
-        let m = status.next_message(Duration::from_secs(10)).await;
-        if journal_state(m.expect("a status saying the journal is back")) == "ok" {
-            break;
-        }
-    }
+    ask_then_status(&mut client, &mut status, "ok").await;
     assert!(service.log().contains("journal writable again"));
 }

@@ -38,6 +38,17 @@ fn config(dir: &Path, cloud: Option<&str>) -> std::path::PathBuf {
     path
 }
 
+/// `eval` on the test workload with the given config, plus `extra` arguments.
+fn eval(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["eval", "--config", "swarm.toml", "--workload", "work.jsonl"];
+    args.extend_from_slice(extra);
+    swarm_llm(dir, &args)
+}
+
+fn read_json(dir: &Path, file: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap()).unwrap()
+}
+
 fn swarm_llm(dir: &Path, args: &[&str]) -> Output {
     let out = Command::new(BIN)
         .current_dir(dir)
@@ -52,14 +63,9 @@ fn swarm_llm(dir: &Path, args: &[&str]) -> Output {
 fn eval_without_a_cloud_reports_the_edge_modes_and_refuses_cloud_ones() {
     let dir = tempfile::tempdir().unwrap();
     config(dir.path(), None);
-    let out = swarm_llm(
+    let out = eval(
         dir.path(),
         &[
-            "eval",
-            "--config",
-            "swarm.toml",
-            "--workload",
-            "work.jsonl",
             "--modes",
             "edge-only,swarm",
             "--json",
@@ -77,8 +83,7 @@ fn eval_without_a_cloud_reports_the_edge_modes_and_refuses_cloud_ones() {
         "{table}"
     );
 
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let report = read_json(dir.path(), "report.json");
     let mode = &report["modes"]["edge-only:smollm2"];
     assert_eq!(mode["cloud_share"], 0.0);
     assert_eq!(mode["routes"]["local"], 4);
@@ -118,18 +123,7 @@ fn eval_without_a_cloud_reports_the_edge_modes_and_refuses_cloud_ones() {
         .unwrap()
         .starts_with("| mode |"));
 
-    let out = swarm_llm(
-        dir.path(),
-        &[
-            "eval",
-            "--config",
-            "swarm.toml",
-            "--workload",
-            "work.jsonl",
-            "--modes",
-            "cloud-only",
-        ],
-    );
+    let out = eval(dir.path(), &["--modes", "cloud-only"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--cloud-url"));
 }
@@ -150,18 +144,7 @@ fn a_malformed_workload_line_is_named_before_any_model_runs() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 6") && err.contains("prompt"), "{err}");
-    let out = swarm_llm(
-        dir.path(),
-        &[
-            "eval",
-            "--config",
-            "swarm.toml",
-            "--workload",
-            "work.jsonl",
-            "--modes",
-            "oracle",
-        ],
-    );
+    let out = eval(dir.path(), &["--modes", "oracle"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown mode \"oracle\""));
 }
 
@@ -170,23 +153,12 @@ async fn eval_with_the_cloud_then_calibrate_on_its_records() {
     let cloud = CloudStandIn::start().await;
     let dir = tempfile::tempdir().unwrap();
     config(dir.path(), Some(&cloud.url));
-    let out = swarm_llm(
+    let out = eval(
         dir.path(),
-        &[
-            "eval",
-            "--config",
-            "swarm.toml",
-            "--workload",
-            "work.jsonl",
-            "--json",
-            "report.json",
-            "--records",
-            "records.json",
-        ],
+        &["--json", "report.json", "--records", "records.json"],
     );
     assert!(out.status.success());
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let report = read_json(dir.path(), "report.json");
     let cloud_only = &report["modes"]["cloud-only"];
     assert_eq!(cloud_only["cloud_share"], 1.0);
     assert!(cloud_only["cloud_tokens"].as_u64().unwrap() > 0);
