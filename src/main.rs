@@ -230,7 +230,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            finish(runtime().block_on(measure_command(&config, &answers)))
+            finish(block_on(measure_command(&config, &answers)))
         }
         Command::Eval {
             config: path,
@@ -249,7 +249,7 @@ fn main() -> ExitCode {
                 markdown,
                 answers: answers_out,
             };
-            finish(runtime().block_on(eval_command(&config, &answers, &modes, &outputs)))
+            finish(block_on(eval_command(&config, &answers, &modes, &outputs)))
         }
         Command::Calibrate {
             config: path,
@@ -277,7 +277,7 @@ fn main() -> ExitCode {
             } else {
                 swarm_llm::calibrate::Grid::narrow(&config.policy)
             };
-            finish(runtime().block_on(calibrate_command(
+            finish(block_on(calibrate_command(
                 &path,
                 &config,
                 &answers,
@@ -321,7 +321,7 @@ fn main() -> ExitCode {
                 m.gpu_layers = gpu_layers.unwrap_or(m.gpu_layers);
                 m.threads = threads.unwrap_or(m.threads);
             }
-            match runtime().block_on(bench_models(&config, tokens, runs)) {
+            match block_on(bench_models(&config, tokens, runs)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -339,7 +339,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG as u8);
                 }
             };
-            runtime().block_on(run_service(config))
+            block_on(run_service(config))
         }
         Command::Ask {
             question,
@@ -394,7 +394,7 @@ fn main() -> ExitCode {
                 password: std::env::var(MQTT_PASSWORD_ENV).ok(),
                 tls,
             };
-            match runtime().block_on(ask::ask(options)) {
+            match block_on(ask::ask(options)) {
                 Ok(payload) => {
                     println!("{}", String::from_utf8_lossy(&payload));
                     let failed = serde_json::from_slice::<serde_json::Value>(&payload)
@@ -654,11 +654,16 @@ async fn measure_command(config: &Config, source: &AnswerSource) -> anyhow::Resu
     Ok(())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `work` on a multi-threaded runtime, then waits for the model
+/// threads to free their llama.cpp state before the process may exit.
+fn block_on<F: std::future::Future>(work: F) -> F::Output {
+    let out = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime")
+        .block_on(work);
+    swarm_llm::inference::wait_for_workers(Duration::from_secs(10));
+    out
 }
 
 async fn run_service(config: Config) -> ExitCode {

@@ -15,7 +15,7 @@ pub mod sampling;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
@@ -218,6 +218,41 @@ fn backend() -> &'static LlamaBackend {
     })
 }
 
+/// Counts the model threads still holding llama.cpp state, so the process can
+/// wait for them before it exits: a GPU backend freed after `exit` has begun
+/// tearing down the CUDA runtime aborts the process (seen on an H100), which
+/// systemd would record as a failed stop.
+struct LiveWorkers;
+
+static LIVE_WORKERS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+
+impl LiveWorkers {
+    fn started() {
+        *LIVE_WORKERS.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn ended() {
+        let mut live = LIVE_WORKERS.0.lock().unwrap_or_else(|e| e.into_inner());
+        *live -= 1;
+        LIVE_WORKERS.1.notify_all();
+    }
+}
+
+/// Waits until every model thread has freed its model and context (they end
+/// once every handle to them is dropped), at most `limit`. Returns false on
+/// timeout. Call it before the process exits.
+pub fn wait_for_workers(limit: Duration) -> bool {
+    let live = LIVE_WORKERS.0.lock().unwrap_or_else(|e| e.into_inner());
+    let (live, timeout) = LIVE_WORKERS
+        .1
+        .wait_timeout_while(live, limit, |n| *n > 0)
+        .unwrap_or_else(|e| e.into_inner());
+    if timeout.timed_out() {
+        tracing::warn!(threads = *live, "model threads still busy at exit");
+    }
+    !timeout.timed_out()
+}
+
 /// Starts the worker thread for one model and waits until the model is loaded.
 /// Dropping every clone of the returned handle ends the thread.
 pub async fn spawn_worker(
@@ -229,13 +264,21 @@ pub async fn spawn_worker(
     let name = config.name.clone();
     let health = Arc::new(WorkerHealth::default());
     let worker_health = health.clone();
+    LiveWorkers::started();
     std::thread::Builder::new()
         .name(format!("llm-{}", config.name))
-        .spawn(move || worker_main(config, system_prompt, jobs_rx, ready_tx, worker_health))
-        .map_err(|e| InferenceError::Load {
-            model: name.clone(),
-            path: PathBuf::new(),
-            message: e.to_string(),
+        .spawn(move || {
+            worker_main(config, system_prompt, jobs_rx, ready_tx, worker_health);
+            // Only now are the model and its context freed.
+            LiveWorkers::ended();
+        })
+        .map_err(|e| {
+            LiveWorkers::ended();
+            InferenceError::Load {
+                model: name.clone(),
+                path: PathBuf::new(),
+                message: e.to_string(),
+            }
         })?;
     let info = ready_rx
         .await
