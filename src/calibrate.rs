@@ -163,23 +163,21 @@ impl Sweep {
         )
     }
 
-    /// The candidate that best meets `target` on `questions`; ties go to the
-    /// lower cloud share, then the higher accuracy, then the earlier candidate.
+    /// The candidate that best meets `target` on `questions`: among those
+    /// that meet it, the most accurate (cloud share target) or the one with
+    /// the fewest cloud calls (accuracy target); when none meets it, the one
+    /// closest to it. Ties go to the other measure, then the earlier candidate.
     fn fit(&self, target: Target, questions: &[usize]) -> usize {
         let scores: Vec<Score> = (0..self.candidates.len())
             .map(|c| self.score(c, questions))
             .collect();
+        let right = |s: &Score| s.correct as i64;
+        let cloud = |s: &Score| -(s.cloud as i64);
         let key = |s: &Score| match target {
-            Target::CloudShare(max) => (
-                s.cloud_share() <= max + 1e-9,
-                s.correct as i64,
-                -(s.cloud as i64),
-            ),
-            Target::Accuracy(min) => (
-                s.accuracy() >= min - 1e-9,
-                -(s.cloud as i64),
-                s.correct as i64,
-            ),
+            Target::CloudShare(max) if s.cloud_share() <= max + 1e-9 => (1, right(s), cloud(s)),
+            Target::CloudShare(_) => (0, cloud(s), right(s)),
+            Target::Accuracy(min) if s.accuracy() >= min - 1e-9 => (1, cloud(s), right(s)),
+            Target::Accuracy(_) => (0, right(s), cloud(s)),
         };
         (0..scores.len())
             .max_by(|&a, &b| key(&scores[a]).cmp(&key(&scores[b])).then(b.cmp(&a)))
@@ -348,7 +346,18 @@ pub fn calibrate(
 /// so paths keep their `${VARIABLES}` and the file stays usable as is.
 pub fn config_with_policy(original_toml: &str, policy: &Policy) -> Result<String, toml::de::Error> {
     let mut doc: toml::Table = toml::from_str(original_toml)?;
-    let policy = toml::Value::try_from(policy).expect("a policy serialises");
+    let mut policy = toml::Value::try_from(policy).expect("a policy serialises");
+    // The thresholds are f32: written through f64 they would read
+    // 0.3499999940395355 for 0.35.
+    for (_, value) in policy
+        .as_table_mut()
+        .expect("a policy is a table")
+        .iter_mut()
+    {
+        if let toml::Value::Float(f) = value {
+            *f = (*f * 1e4).round() / 1e4;
+        }
+    }
     doc.insert("policy".into(), policy);
     Ok(toml::to_string(&doc).expect("a table serialises"))
 }
@@ -504,6 +513,21 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_target_gets_the_closest_fit() {
+        let records = separable(40);
+        let refs: Vec<&Record> = records.iter().collect();
+        let sweep = Sweep::new(&refs, &Policy::default(), &Grid::wide(), &[1.0, 1.0]);
+        let all: Vec<usize> = (0..40).collect();
+        // Some candidates send everything to the cloud, none can beat 100%
+        // accuracy: the fewest cloud calls that reach the best accuracy.
+        let best = sweep.score(sweep.fit(Target::Accuracy(1.5), &all), &all);
+        assert_eq!((best.correct, best.cloud), (40, 14));
+        // A negative share is out of reach: the fewest cloud calls there are.
+        let fewest = sweep.score(sweep.fit(Target::CloudShare(-1.0), &all), &all);
+        assert_eq!(fewest.cloud, 0);
+    }
+
+    #[test]
     fn folds_cover_every_question_once() {
         let records = separable(23);
         let refs: Vec<&Record> = records.iter().collect();
@@ -537,12 +561,13 @@ mod tests {
     fn the_written_config_keeps_everything_but_the_policy() {
         let original = "node = \"n\"\n[policy]\nlocal_min_confidence = 0.9\n\n[[models]]\nname = \"m\"\npath = \"${SWARM_LLM_MODELS}/m.gguf\"\n";
         let policy = Policy {
-            local_min_confidence: 0.3,
+            local_min_confidence: 0.35,
             ..Policy::default()
         };
         let out = config_with_policy(original, &policy).unwrap();
         let parsed = Config::parse(&out).unwrap();
         assert_eq!(parsed.policy, policy);
+        assert!(out.contains("local_min_confidence = 0.35\n"), "{out}");
         assert!(out.contains("${SWARM_LLM_MODELS}/m.gguf"));
     }
 
