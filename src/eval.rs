@@ -119,18 +119,12 @@ fn safety_route(r: &Record, cloud_available: bool) -> Route {
 
 /// Index of the small model that is right most often (the first on a tie).
 pub fn best_model(records: &[Record]) -> usize {
-    let Some(first) = records.iter().find(|r| answered(r)) else {
-        return 0;
-    };
-    (0..first.answers.len())
-        .max_by_key(|&m| {
-            let right = records
-                .iter()
-                .filter(|r| answered(r) && r.answers[m].correct)
-                .count();
-            (right, std::cmp::Reverse(m))
-        })
-        .unwrap_or(0)
+    let (per_model, _, _) = measure::baselines(records);
+    per_model
+        .iter()
+        .enumerate()
+        .max_by_key(|(m, (_, right))| (*right, std::cmp::Reverse(*m)))
+        .map_or(0, |(m, _)| m)
 }
 
 /// Each question answered by small model `m` alone.
@@ -190,7 +184,12 @@ pub fn run_modes(
         .filter(|r| answered(r))
         .all(|r| r.cloud.is_some());
     let weights: Vec<f32> = config.models.iter().map(|m| m.vote_weight).collect();
-    let full = || measure::simulate(records, &config.policy, &weights, true);
+    // swarm+cloud's answers, computed once: that mode and the random router use them.
+    let mut full: Option<Vec<Replay>> = None;
+    let mut full = || {
+        full.get_or_insert_with(|| measure::simulate(records, &config.policy, &weights, true))
+            .clone()
+    };
     let mut out = Vec::with_capacity(modes.len());
     for &mode in modes {
         if mode.needs_cloud() && !has_cloud {
