@@ -57,18 +57,13 @@ impl Intake {
         self.rate_limit.as_mut()?.check(topic, now).err()
     }
 
-    fn failure(
-        &self,
-        request: Request,
-        error: ReplyError,
-        received: Instant,
-        seq: Option<u64>,
-    ) -> Outcome {
+    /// An error reply to a request that was not taken (so not in the journal).
+    fn failure(&self, request: Request, error: ReplyError, received: Instant) -> Outcome {
         let latency = protocol::millis(received.elapsed());
         Outcome::Reply(Outgoing {
             to: request.reply,
             payload: Reply::failure(Some(request.id), &self.node, error, latency).to_json(),
-            seq,
+            seq: None,
         })
     }
 
@@ -127,7 +122,7 @@ impl Intake {
                 "too many questions from this topic; retry later",
             );
             error.retry_after_ms = Some(wait.as_millis() as u64 + 1);
-            return Ok(self.failure(request, error, received, None));
+            return Ok(self.failure(request, error, received));
         }
         // Room first, so a question is never journaled and then refused.
         let permit = match self.to_router.try_reserve() {
@@ -137,7 +132,7 @@ impl Intake {
                 let mut error =
                     ReplyError::new(ErrorCode::Busy, "the service is at capacity; retry later");
                 error.retry_after_ms = Some(BUSY_RETRY_AFTER_MS);
-                return Ok(self.failure(request, error, received, None));
+                return Ok(self.failure(request, error, received));
             }
             Err(mpsc::error::TrySendError::Closed(())) => return Err(()),
         };
