@@ -103,6 +103,29 @@ pub struct RoutingConfig {
     pub swarm: Vec<String>,
     /// Request topic filters whose questions must never leave the board (data residency).
     pub cloud_never: Vec<String>,
+    /// Other swarm-llm boards whose first model votes after the local
+    /// models, asked over MQTT in this order.
+    pub peers: Vec<PeerConfig>,
+}
+
+/// A peer board that votes in this board's swarm.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Short name; its ballots read `NAME:MODEL`.
+    pub name: String,
+    /// A topic the peer takes questions on (inside its `mqtt.request_filter`).
+    pub topic: String,
+    /// Weight of its ballot in the vote, like a model's `vote_weight`.
+    #[serde(default = "default_vote_weight")]
+    pub weight: f32,
+    /// How long to wait for its vote; past it the vote goes on without it.
+    #[serde(default = "default_peer_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_peer_timeout_ms() -> u64 {
+    5_000
 }
 
 /// The question journal (see [`crate::journal`]).
@@ -464,6 +487,39 @@ impl Config {
                 );
             }
         }
+        for (i, peer) in self.routing.peers.iter().enumerate() {
+            let key = format!("routing.peers[{i}]");
+            if peer.name.is_empty() || peer.name.contains(|c: char| c.is_whitespace() || c == ':') {
+                v.add(
+                    format!("{key}.name"),
+                    "must be a non-empty name without spaces or ':'",
+                );
+            } else if self.models.iter().any(|m| m.name == peer.name)
+                || self.routing.peers[..i].iter().any(|p| p.name == peer.name)
+            {
+                v.add(
+                    format!("{key}.name"),
+                    format!("{:?} is already a model or peer name", peer.name),
+                );
+            }
+            if let Err(e) = crate::topic::validate_topic(&peer.topic) {
+                v.add(format!("{key}.topic"), e);
+            } else if crate::topic::matches_filter(&self.mqtt.request_filter, &peer.topic) {
+                v.add(
+                    format!("{key}.topic"),
+                    format!(
+                        "{:?} matches this board's own mqtt.request_filter: it would ask itself",
+                        peer.topic
+                    ),
+                );
+            }
+            if !(0.0..=10.0).contains(&peer.weight) {
+                v.add(format!("{key}.weight"), "must be between 0 and 10");
+            }
+            if !(100..=60_000).contains(&peer.timeout_ms) {
+                v.add(format!("{key}.timeout_ms"), "must be between 100 and 60000");
+            }
+        }
         for (i, f) in self.routing.cloud_never.iter().enumerate() {
             if let Err(e) = crate::topic::validate_filter(f) {
                 v.add(format!("routing.cloud_never[{i}]"), e);
@@ -521,6 +577,11 @@ impl Config {
 
     pub fn status_topic(&self) -> String {
         format!("{}/{}", self.mqtt.status_topic_prefix, self.node)
+    }
+
+    /// Where peers send the votes this board asked them for.
+    pub fn peer_vote_topic(&self) -> String {
+        format!("{}/{}/votes", self.mqtt.reply_topic_prefix, self.node)
     }
 
     /// The default configuration, as printed by `print-default-config`.
@@ -840,6 +901,46 @@ temperature = 5.0
         let problems = config.validate();
         assert_eq!(keys(&problems), vec!["mqtt.reply_topic_prefix"]);
         assert!(problems[0].message.contains("own messages"));
+    }
+
+    #[test]
+    fn peers_are_checked_and_each_problem_named() {
+        let model = tempfile::NamedTempFile::new().unwrap();
+        let text = format!(
+            "{}{}",
+            valid_toml(model.path()),
+            r#"
+[[routing.peers]]
+name = "line2"
+topic = "swarm/query-line2/votes"
+
+[[routing.peers]]
+name = "smollm2"
+topic = "swarm/query/line3"
+weight = -1.0
+timeout_ms = 10
+
+[[routing.peers]]
+name = "line4"
+topic = "swarm/+/votes"
+"#
+        );
+        let config = Config::parse(&text).unwrap();
+        assert_eq!(config.routing.peers[0].weight, 1.0);
+        assert_eq!(config.routing.peers[0].timeout_ms, 5_000);
+        let problems = config.validate();
+        assert_eq!(
+            keys(&problems),
+            vec![
+                "routing.peers[1].name",
+                "routing.peers[1].topic",
+                "routing.peers[1].weight",
+                "routing.peers[1].timeout_ms",
+                "routing.peers[2].topic",
+            ]
+        );
+        assert!(problems[1].message.contains("ask itself"), "{problems:?}");
+        assert_eq!(config.peer_vote_topic(), "swarm/reply/edge-01/votes");
     }
 
     #[test]

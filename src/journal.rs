@@ -90,6 +90,8 @@ impl Entry {
             reply: self.reply_address(),
             max_tokens: self.max_tokens,
             deadline_ms: left,
+            // Votes are never journaled (intake): their askers move on in seconds.
+            vote: false,
         })
     }
 
@@ -553,6 +555,7 @@ mod tests {
             },
             max_tokens: Some(16),
             deadline_ms: 30_000,
+            vote: false,
         }
     }
 

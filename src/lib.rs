@@ -22,6 +22,8 @@
 //!   (local, swarm, cloud or refuse).
 //! - [`journal`]: accepted questions on disk (postcard frames with a
 //!   checksum) until their reply is acknowledged; replayed at start.
+//! - [`peers`]: other boards voting in the swarm: vote requests over MQTT
+//!   and the votes that come back.
 //! - [`cloud`]: OpenAI-compatible client with retries, circuit breaker and budget.
 //! - [`inference`]: one OS thread per model owning its llama.cpp context;
 //!   [`inference::sampling`] is the pure per-token maths (choice, probability,
@@ -54,6 +56,7 @@ pub mod journal;
 pub mod logging;
 pub mod measure;
 pub mod mqtt;
+pub mod peers;
 pub mod pipeline;
 pub mod prompt;
 pub mod protocol;

@@ -146,6 +146,29 @@ pub enum EventLoop {
     V4(Box<rumqttc::EventLoop>),
 }
 
+/// Delivery guarantee of a subscription or publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+impl Qos {
+    fn v5(self) -> v5::mqttbytes::QoS {
+        match self {
+            Qos::AtMostOnce => v5::mqttbytes::QoS::AtMostOnce,
+            Qos::AtLeastOnce => v5::mqttbytes::QoS::AtLeastOnce,
+        }
+    }
+
+    fn v4(self) -> rumqttc::QoS {
+        match self {
+            Qos::AtMostOnce => rumqttc::QoS::AtMostOnce,
+            Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        }
+    }
+}
+
 /// Extra MQTT 5 properties for a publish; ignored on 3.1.1.
 #[derive(Debug, Clone, Default)]
 pub struct PublishProps {
@@ -269,14 +292,48 @@ impl Client {
         }
     }
 
-    /// Non-blocking QoS 1 subscribe, for use inside the polling task.
-    pub fn try_subscribe(&self, filter: &str) -> Result<(), MqttError> {
+    /// QoS 0 publish: no PUBACK comes back, so it never disturbs mqtt_out's
+    /// stop-and-wait on its own publishes. For messages whose loss only costs
+    /// a wait (a vote request to a peer).
+    pub async fn publish_at_most_once(
+        &self,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), MqttError> {
         match self {
             Client::V5(c) => c
-                .try_subscribe(filter, v5::mqttbytes::QoS::AtLeastOnce)
+                .publish(topic, Qos::AtMostOnce.v5(), false, payload)
+                .await
                 .map_err(client_err),
             Client::V4(c) => c
-                .try_subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .publish(topic, Qos::AtMostOnce.v4(), false, payload)
+                .await
+                .map_err(client_err),
+        }
+    }
+
+    /// Non-blocking QoS 1 subscribe, for use inside the polling task.
+    pub fn try_subscribe(&self, filter: &str) -> Result<(), MqttError> {
+        self.try_subscribe_many(&[(filter, Qos::AtLeastOnce)])
+    }
+
+    /// Non-blocking subscribe to several filters in one SUBSCRIBE, so one
+    /// SUBACK answers for all of them.
+    pub fn try_subscribe_many(&self, filters: &[(&str, Qos)]) -> Result<(), MqttError> {
+        match self {
+            Client::V5(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| v5::mqttbytes::v5::Filter::new(*f, q.v5())),
+                )
+                .map_err(client_err),
+            Client::V4(c) => c
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| rumqttc::SubscribeFilter::new(f.to_string(), q.v4())),
+                )
                 .map_err(client_err),
         }
     }

@@ -10,8 +10,12 @@
 //!    time and stops as soon as the outcome cannot change.
 //! 4. When the cloud is needed but fails, the best local answer is returned,
 //!    marked `degraded` with the reason.
+//!
+//! Peer boards vote after the local models (see [`crate::peers`]). A
+//! peer's own vote request is answered by step 2's first model alone.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -19,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cloud::{CloudAnswer, CloudClient, CloudError};
 use crate::config::Config;
 use crate::inference::{Generation, InferenceError, ModelHandle};
+use crate::peers::Peers;
 use crate::protocol::{
     millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetySignal, Signals,
     Timing, Vote,
@@ -46,6 +51,8 @@ pub struct Pipeline {
     first_weight: f32,
     cloud: Option<CloudClient>,
     cloud_never: Vec<String>,
+    /// Other boards that vote after the local models; only the service has them.
+    peers: Option<Arc<Peers>>,
 }
 
 /// One step's result for the answer being built.
@@ -83,7 +90,18 @@ impl Pipeline {
             first_weight: weight(&first_name),
             cloud,
             cloud_never: config.routing.cloud_never.clone(),
+            peers: None,
         })
+    }
+
+    /// Lets peer boards vote in the swarm (they are reached over the service's MQTT connection).
+    pub fn with_peers(mut self, peers: Arc<Peers>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    fn peer_list(&self) -> &[crate::config::PeerConfig] {
+        self.peers.as_deref().map_or(&[], Peers::list)
     }
 
     pub fn cloud(&self) -> Option<&CloudClient> {
@@ -140,35 +158,55 @@ impl Pipeline {
         let mut timing = Timing::default();
         let gates = self.gates(&assessment, &req.topic);
 
-        let answer = match policy::before_generation(gates) {
-            BeforeGeneration::Refuse => {
-                reply.safety_notice = Some(safety_notice(&assessment));
-                Ok(refusal(&assessment, &self.cloud_unusable_reason(gates)))
-            }
-            BeforeGeneration::SafetyCloud => {
-                reply.safety_notice = Some(safety_notice(&assessment));
-                Ok(
-                    match self
-                        .cloud_answer(SAFETY_SYSTEM_PROMPT, req, deadline, &mut reply, &mut timing)
-                        .await
-                    {
-                        Ok(a) => a,
-                        Err(e) => refusal(&assessment, &format!("the cloud failed: {e}")),
-                    },
-                )
-            }
-            BeforeGeneration::AnswerLocally => {
-                self.answer_locally(
-                    req,
-                    received,
-                    deadline,
-                    abort,
-                    gates,
-                    &mut reply,
-                    &mut signals,
-                    &mut timing,
-                )
-                .await
+        let answer = if req.vote {
+            self.vote_for_peer(
+                req,
+                received,
+                deadline,
+                abort,
+                &assessment,
+                &mut reply,
+                &mut signals,
+                &mut timing,
+            )
+            .await
+        } else {
+            match policy::before_generation(gates) {
+                BeforeGeneration::Refuse => {
+                    reply.safety_notice = Some(safety_notice(&assessment));
+                    Ok(refusal(&assessment, &self.cloud_unusable_reason(gates)))
+                }
+                BeforeGeneration::SafetyCloud => {
+                    reply.safety_notice = Some(safety_notice(&assessment));
+                    Ok(
+                        match self
+                            .cloud_answer(
+                                SAFETY_SYSTEM_PROMPT,
+                                req,
+                                deadline,
+                                &mut reply,
+                                &mut timing,
+                            )
+                            .await
+                        {
+                            Ok(a) => a,
+                            Err(e) => refusal(&assessment, &format!("the cloud failed: {e}")),
+                        },
+                    )
+                }
+                BeforeGeneration::AnswerLocally => {
+                    self.answer_locally(
+                        req,
+                        received,
+                        deadline,
+                        abort,
+                        gates,
+                        &mut reply,
+                        &mut signals,
+                        &mut timing,
+                    )
+                    .await
+                }
             }
         };
         reply.latency_ms = millis(received.elapsed());
@@ -215,18 +253,9 @@ impl Pipeline {
         signals: &mut Signals,
         timing: &mut Timing,
     ) -> Result<Answer, InferenceError> {
-        let started = Instant::now();
-        timing.queue_ms = millis(started - received);
-        let first = generate(&self.first, req, deadline, abort).await?;
-        timing.prompt_ms = millis(first.time_to_first_token);
-        timing.decode_ms = millis(first.decode_time);
-        reply.tokens = first.generated_tokens() as u32;
-        reply.prompt_tokens = first.prompt_tokens as u32;
-        reply.finish = Some(first.finish.as_str().to_string());
-        let u = Uncertainty::from_tokens(&first.token_probs, &first.token_entropies);
-        let confidence = self.policy.signal.confidence(&u);
-        signals.uncertainty = Some(u);
-        signals.confidence = Some(confidence);
+        let (first, confidence) = self
+            .first_answer(req, received, deadline, abort, reply, signals, timing)
+            .await?;
         let local = |degraded: Option<String>| Answer {
             text: first.text.clone(),
             model: first.model.clone(),
@@ -237,7 +266,7 @@ impl Pipeline {
         let step = policy::after_first(
             confidence,
             signals.difficulty,
-            !self.others.is_empty(),
+            !self.others.is_empty() || !self.peer_list().is_empty(),
             gates,
             &self.policy,
         );
@@ -305,6 +334,63 @@ impl Pipeline {
         )
     }
 
+    /// The first model's answer and its confidence, recorded in the reply.
+    #[allow(clippy::too_many_arguments)]
+    async fn first_answer(
+        &self,
+        req: &Request,
+        received: Instant,
+        deadline: Instant,
+        abort: &CancellationToken,
+        reply: &mut Reply,
+        signals: &mut Signals,
+        timing: &mut Timing,
+    ) -> Result<(Generation, f32), InferenceError> {
+        timing.queue_ms = millis(received.elapsed());
+        let first = generate(&self.first, req, deadline, abort).await?;
+        timing.prompt_ms = millis(first.time_to_first_token);
+        timing.decode_ms = millis(first.decode_time);
+        reply.tokens = first.generated_tokens() as u32;
+        reply.prompt_tokens = first.prompt_tokens as u32;
+        reply.finish = Some(first.finish.as_str().to_string());
+        let u = Uncertainty::from_tokens(&first.token_probs, &first.token_entropies);
+        let confidence = self.policy.signal.confidence(&u);
+        signals.uncertainty = Some(u);
+        signals.confidence = Some(confidence);
+        Ok((first, confidence))
+    }
+
+    /// A peer board's vote request: the first model's answer as it is, for
+    /// the peer to weigh. The safety rules still come first, and a vote
+    /// never calls the cloud or other boards (so two boards asking each
+    /// other cannot loop).
+    #[allow(clippy::too_many_arguments)]
+    async fn vote_for_peer(
+        &self,
+        req: &Request,
+        received: Instant,
+        deadline: Instant,
+        abort: &CancellationToken,
+        assessment: &Assessment,
+        reply: &mut Reply,
+        signals: &mut Signals,
+        timing: &mut Timing,
+    ) -> Result<Answer, InferenceError> {
+        if assessment.flagged {
+            reply.safety_notice = Some(safety_notice(assessment));
+            return Ok(refusal(assessment, "a peer's vote never goes to the cloud"));
+        }
+        let (first, _) = self
+            .first_answer(req, received, deadline, abort, reply, signals, timing)
+            .await?;
+        Ok(Answer {
+            text: first.text,
+            model: first.model,
+            route: Route::Local,
+            degraded: None,
+        })
+    }
+
     /// The swarm vote, starting from the first model's ballot.
     async fn vote(
         &self,
@@ -325,7 +411,9 @@ impl Pipeline {
             },
             &req.question,
         );
-        let mut remaining: f32 = self.others.iter().map(|(_, w)| w).sum();
+        let peers = self.peer_list();
+        let mut remaining: f32 = self.others.iter().map(|(_, w)| w).sum::<f32>()
+            + peers.iter().map(|p| p.weight).sum::<f32>();
         for (model, weight) in &self.others {
             if tally.outcome(remaining, threshold) != Outcome::Open {
                 break;
@@ -347,6 +435,31 @@ impl Pipeline {
                 }
                 Err(e) => {
                     tracing::warn!(model = %model.info.name, error = %e, "a swarm model did not answer")
+                }
+            }
+        }
+        if let Some(board) = &self.peers {
+            for peer in peers {
+                if tally.outcome(remaining.max(0.0), threshold) != Outcome::Open {
+                    break;
+                }
+                remaining -= peer.weight;
+                match board
+                    .ask(peer, &req.question, req.max_tokens, deadline)
+                    .await
+                {
+                    Ok(v) => tally.add(
+                        Ballot {
+                            model: v.model,
+                            answer: v.answer,
+                            confidence: v.confidence,
+                            weight: peer.weight,
+                        },
+                        &req.question,
+                    ),
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.name, error = %e, "a peer board did not vote")
+                    }
                 }
             }
         }

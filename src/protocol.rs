@@ -2,7 +2,9 @@
 //! Pure code: no I/O, no clock (the caller passes what it needs).
 //!
 //! A request is a JSON object `{"id"?, "question", "reply_to"?, "max_tokens"?,
-//! "deadline_ms"?}` or plain UTF-8 text taken as the question. Where the reply
+//! "deadline_ms"?, "vote"?}` or plain UTF-8 text taken as the question.
+//! `"vote": true` is a peer board asking for this board's vote: the first
+//! model's answer and confidence, with no swarm and no cloud. Where the reply
 //! goes, in order: the MQTT 5 Response Topic (with its Correlation Data
 //! echoed), the payload's `reply_to`, else the default reply topic derived
 //! from the request topic. Because a default always exists, every message gets
@@ -45,6 +47,8 @@ pub struct Request {
     pub max_tokens: Option<u32>,
     /// Time allowed for the answer, from receipt.
     pub deadline_ms: u64,
+    /// A peer board's request for this board's vote (see the module doc).
+    pub vote: bool,
 }
 
 /// A message that cannot be answered, with what is known of where to reply.
@@ -90,6 +94,8 @@ struct RequestJson {
     reply_to: Option<String>,
     max_tokens: Option<u32>,
     deadline_ms: Option<u64>,
+    #[serde(default)]
+    vote: bool,
 }
 
 /// Decodes and checks one message. `fallback_id` names requests that bring no id.
@@ -147,7 +153,7 @@ pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<R
         }
     };
 
-    let (id, question, max_tokens, deadline_ms) = if text.trim_start().starts_with('{') {
+    let (id, question, max_tokens, deadline_ms, vote) = if text.trim_start().starts_with('{') {
         let parsed = match serde_json::from_str::<RequestJson>(text) {
             Ok(p) => p,
             Err(e) => {
@@ -190,9 +196,10 @@ pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<R
             parsed.question,
             parsed.max_tokens,
             parsed.deadline_ms,
+            parsed.vote,
         )
     } else {
-        (None, text.to_string(), None, None)
+        (None, text.to_string(), None, None, false)
     };
 
     if let Some(id) = &id {
@@ -270,6 +277,7 @@ pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<R
         reply,
         max_tokens,
         deadline_ms,
+        vote,
     })
 }
 
@@ -522,16 +530,26 @@ mod tests {
 
     #[test]
     fn json_request_with_all_fields() {
-        let p = br#"{"id":"a1","question":"Capital of Australia?","reply_to":"gw/7/answers","max_tokens":16,"deadline_ms":5000}"#;
+        let p = br#"{"id":"a1","question":"Capital of Australia?","reply_to":"gw/7/answers","max_tokens":16,"deadline_ms":5000,"vote":true}"#;
         let r = decode(&msg(p), &rules(), "q").unwrap();
         assert_eq!(
             (
                 r.id.as_str(),
                 r.reply.topic.as_str(),
                 r.max_tokens,
-                r.deadline_ms
+                r.deadline_ms,
+                r.vote
             ),
-            ("a1", "gw/7/answers", Some(16), 5000)
+            ("a1", "gw/7/answers", Some(16), 5000, true)
+        );
+        let plain = decode(
+            &msg(br#"{"question":"Capital of Australia?"}"#),
+            &rules(),
+            "q",
+        );
+        assert!(
+            !plain.unwrap().vote,
+            "a question is no vote unless it says so"
         );
     }
 

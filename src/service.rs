@@ -11,7 +11,9 @@
 //!
 //! The journal holds each accepted question from before its PUBACK until
 //! the broker has acknowledged its reply; intake answers what it still holds
-//! from the last run before taking new messages.
+//! from the last run before taking new messages. With `routing.peers`, the
+//! router's votes also ask peer boards over the same connection, and mqtt_in
+//! hands their votes back ([`crate::peers`]).
 //!
 //! Shutdown (the `shutdown` token) runs front to back, losing nothing that was
 //! accepted: mqtt_in stops taking messages (unacknowledged ones stay with the
@@ -32,6 +34,7 @@ use crate::config::Config;
 use crate::inference::{self, InferenceError, ModelHandle};
 use crate::journal::{Journal, JournalError, JournalSettings};
 use crate::mqtt::{self, Backoff, ConnectSettings, MqttError};
+use crate::peers::Peers;
 use crate::pipeline::Pipeline;
 use crate::protocol::DecodeRules;
 use crate::ratelimit::RateLimiter;
@@ -129,13 +132,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     };
     let journal_state = if journal.is_some() { "ok" } else { "off" };
     let models = load_models(&config).await?;
-    let pipeline = Arc::new(build_pipeline(&config, &models)?);
+    let mut pipeline = build_pipeline(&config, &models)?;
 
     let status_topic = config.status_topic();
     let mut settings = ConnectSettings::from_config(&config.mqtt, config.client_id())?;
     settings.last_will = Some((status_topic.clone(), status(&config, "offline", &[], None)));
     settings.receive_maximum = Some(RECEIVE_MAXIMUM);
     let (client, events) = mqtt::connect(&settings, true);
+    let peers = (!config.routing.peers.is_empty()).then(|| {
+        Arc::new(Peers::new(
+            config.routing.peers.clone(),
+            config.peer_vote_topic(),
+            client.clone(),
+        ))
+    });
+    if let Some(p) = &peers {
+        pipeline = pipeline.with_peers(p.clone());
+    }
+    let pipeline = Arc::new(pipeline);
     tracing::info!(
         broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
         protocol = ?config.mqtt.protocol,
@@ -157,6 +171,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             client: client.clone(),
             events,
             request_filter: config.mqtt.request_filter.clone(),
+            peers,
             link: link_tx,
             backoff: Backoff::new(
                 Duration::from_millis(config.mqtt.reconnect_min_ms),

@@ -137,6 +137,9 @@ impl Intake {
             Err(mpsc::error::TrySendError::Closed(())) => return Err(()),
         };
         let seq = match &self.journal {
+            // A peer's vote is wanted for seconds: after a restart its asker
+            // has moved on, so there is nothing to keep.
+            _ if request.vote => None,
             None => None,
             Some(j) => match j
                 .admit(&request, journal::dedup_key(&request, id_given))

@@ -1,5 +1,6 @@
-//! MQTT in: polls the connection and hands received messages to intake, and
-//! what happens to our publishes (PUBACKs, a lost session) to mqtt_out.
+//! MQTT in: polls the connection and hands received messages to intake (and
+//! peer boards' votes to [`Peers`]), and what happens to our publishes
+//! (PUBACKs, a lost session) to mqtt_out.
 //!
 //! This task is the only one that drives the rumqttc event loop, so it never
 //! awaits anything that needs the loop to make progress (publishes, acks):
@@ -7,18 +8,23 @@
 //! every ConnAck it subscribes again (the broker may have lost the session),
 //! and after an error it waits a jittered backoff before reconnecting.
 
+use std::sync::Arc;
+
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::LinkEvent;
-use crate::mqtt::{AckToken, Backoff, Client, Event, EventLoop};
+use crate::mqtt::{AckToken, Backoff, Client, Event, EventLoop, Qos};
+use crate::peers::Peers;
 use crate::protocol::Inbound;
 
 pub struct MqttIn {
     pub client: Client,
     pub events: EventLoop,
     pub request_filter: String,
+    /// Where votes asked of peer boards arrive, when there are peers.
+    pub peers: Option<Arc<Peers>>,
     pub backoff: Backoff,
     /// PUBACKs, session losses and subscriptions, for mqtt_out.
     pub link: mpsc::UnboundedSender<LinkEvent>,
@@ -45,7 +51,13 @@ impl MqttIn {
                     if !session_present {
                         let _ = self.link.send(LinkEvent::SessionLost);
                     }
-                    if let Err(e) = self.client.try_subscribe(&self.request_filter) {
+                    // One SUBSCRIBE, so one SUBACK says we are online. Votes
+                    // come at QoS 0: a lost one only costs the asker its wait.
+                    let mut filters = vec![(self.request_filter.as_str(), Qos::AtLeastOnce)];
+                    if let Some(p) = &self.peers {
+                        filters.push((p.vote_topic(), Qos::AtMostOnce));
+                    }
+                    if let Err(e) = self.client.try_subscribe_many(&filters) {
                         tracing::error!(error = %e, "cannot queue the subscription");
                     }
                 }
@@ -58,6 +70,14 @@ impl MqttIn {
                     tracing::error!(filter = %self.request_filter, "the broker refused the subscription (check its ACL)");
                 }
                 Ok(Event::Message(inbound, ack)) => {
+                    let votes = self
+                        .peers
+                        .as_ref()
+                        .filter(|p| p.vote_topic() == inbound.topic);
+                    if let Some(p) = votes {
+                        p.deliver(&inbound.payload); // QoS 0: nothing to acknowledge
+                        continue;
+                    }
                     if self.stop_intake.is_cancelled() {
                         tracing::debug!(topic = %inbound.topic, "shutting down: left for redelivery");
                         continue;

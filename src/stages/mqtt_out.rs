@@ -1,4 +1,5 @@
-//! MQTT out: the one publisher. It sends each reply and waits for the broker's
+//! MQTT out: the one QoS 1 publisher (vote requests to peer boards go at QoS 0,
+//! see [`crate::peers`], so no PUBACK is theirs). It sends each reply and waits for the broker's
 //! PUBACK before the next (stop-and-wait: replies come at inference speed, and
 //! one outstanding publish makes every PUBACK unambiguous), then marks the
 //! question done in the journal. A reply whose PUBACK never came stays owed in
