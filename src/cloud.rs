@@ -21,6 +21,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::breaker::Breaker;
+
 /// Environment variable with the cloud API key.
 pub const API_KEY_ENV: &str = "SWARM_LLM_CLOUD_API_KEY";
 /// Name of the systemd credential (`LoadCredential=cloud-api-key:...`).
@@ -151,10 +153,9 @@ pub struct CloudCounters {
     pub bytes_sent: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Health {
-    consecutive_failures: u32,
-    open_until: Option<Instant>,
+    breaker: Breaker,
     /// Start times of the calls in the last hour.
     calls: std::collections::VecDeque<Instant>,
 }
@@ -222,11 +223,18 @@ impl CloudClient {
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .build()
             .map_err(|e| CloudError::Connect(e.to_string()))?;
+        let breaker = Breaker::new(
+            config.breaker_failures,
+            Duration::from_millis(config.breaker_cooldown_ms),
+        );
         Ok(Self {
             config,
             http,
             api_key,
-            health: Mutex::new(Health::default()),
+            health: Mutex::new(Health {
+                breaker,
+                calls: Default::default(),
+            }),
             counters: CloudCounters::default(),
         })
     }
@@ -243,7 +251,7 @@ impl CloudClient {
     }
 
     fn check(&self, h: &mut Health, now: Instant) -> Result<(), CloudError> {
-        if h.open_until.is_some_and(|t| now < t) {
+        if h.breaker.is_open(now.into_std()) {
             return Err(CloudError::BreakerOpen);
         }
         while h
@@ -339,8 +347,7 @@ impl CloudClient {
         let mut h = self.health.lock().expect("cloud health lock");
         match result {
             Ok(a) => {
-                h.consecutive_failures = 0;
-                h.open_until = None;
+                h.breaker.success();
                 self.counters
                     .prompt_tokens
                     .fetch_add(a.prompt_tokens, Ordering::Relaxed);
@@ -351,13 +358,7 @@ impl CloudClient {
             Err(CloudError::NoTime) => {}
             Err(e) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                h.consecutive_failures += 1;
-                if h.consecutive_failures >= self.config.breaker_failures {
-                    h.open_until = Some(
-                        Instant::now() + Duration::from_millis(self.config.breaker_cooldown_ms),
-                    );
-                    // Half-open after the cool-down: one more failure re-opens it.
-                    h.consecutive_failures = self.config.breaker_failures - 1;
+                if h.breaker.failure(Instant::now().into_std()) {
                     tracing::error!(error = %e, cooldown_ms = self.config.breaker_cooldown_ms, "cloud circuit breaker open");
                 }
             }

@@ -24,6 +24,7 @@
 //!   checksum) until their reply is acknowledged; replayed at start.
 //! - [`peers`]: other boards voting in the swarm: vote requests over MQTT
 //!   and the votes that come back.
+//! - [`breaker`]: the circuit breaker the cloud and peer boards share (pure).
 //! - [`cloud`]: OpenAI-compatible client with retries, circuit breaker and budget.
 //! - [`inference`]: one OS thread per model owning its llama.cpp context;
 //!   [`inference::sampling`] is the pure per-token maths (choice, probability,
@@ -47,6 +48,7 @@
 //! - [`ask`]: the command-line client.
 
 pub mod ask;
+pub mod breaker;
 pub mod calibrate;
 pub mod cloud;
 pub mod config;

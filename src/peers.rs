@@ -7,7 +7,9 @@
 //! Vote requests go out at QoS 0 and the votes come back on a QoS 0
 //! subscription: a lost one costs only the wait (the vote goes on without
 //! it), and neither sends a PUBACK that mqtt_out's stop-and-wait on the
-//! replies it owes could mistake for its own.
+//! replies it owes could mistake for its own. A peer that misses
+//! [`BREAKER_FAILURES`] votes in a row is skipped for [`BREAKER_COOLDOWN`],
+//! so a board that is down does not add its timeout to every question.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,14 +18,22 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
+use crate::breaker::Breaker;
 use crate::config::PeerConfig;
 use crate::mqtt::{Client, MqttError};
 use crate::protocol::{Reply, Route};
+
+/// Votes missed in a row before a peer is skipped for a while.
+pub const BREAKER_FAILURES: u32 = 3;
+/// How long a peer that stopped voting is skipped; then one vote is tried.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     #[error("no vote within {0} ms")]
     Timeout(u64),
+    #[error("skipped: it missed {BREAKER_FAILURES} votes in a row")]
+    BreakerOpen,
     #[error("cannot publish the vote request: {0}")]
     Publish(#[from] MqttError),
     #[error("it did not vote: {0}")]
@@ -50,9 +60,15 @@ struct VoteRequest<'a> {
     vote: bool,
 }
 
+/// One peer board and whether it has been answering.
+pub struct Peer {
+    pub config: PeerConfig,
+    breaker: Mutex<Breaker>,
+}
+
 /// The vote requests in flight, and the connection to send them on.
 pub struct Peers {
-    peers: Vec<PeerConfig>,
+    peers: Vec<Peer>,
     /// Where peers send their votes; mqtt_in hands what arrives there to [`Peers::deliver`].
     vote_topic: String,
     client: Client,
@@ -74,14 +90,20 @@ impl Drop for Waiting<'_> {
 impl Peers {
     pub fn new(peers: Vec<PeerConfig>, vote_topic: String, client: Client) -> Self {
         Self {
-            peers,
+            peers: peers
+                .into_iter()
+                .map(|config| Peer {
+                    config,
+                    breaker: Mutex::new(Breaker::new(BREAKER_FAILURES, BREAKER_COOLDOWN)),
+                })
+                .collect(),
             vote_topic,
             client,
             waiting: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn list(&self) -> &[PeerConfig] {
+    pub fn list(&self) -> &[Peer] {
         &self.peers
     }
 
@@ -95,6 +117,33 @@ impl Peers {
 
     /// Asks one peer for its vote, waiting at most its timeout and never past `deadline`.
     pub async fn ask(
+        &self,
+        peer: &Peer,
+        question: &str,
+        max_tokens: Option<u32>,
+        deadline: Instant,
+    ) -> Result<PeerVote, PeerError> {
+        let breaker = || peer.breaker.lock().expect("peer breaker lock");
+        if breaker().is_open(Instant::now()) {
+            return Err(PeerError::BreakerOpen);
+        }
+        let result = self
+            .request_vote(&peer.config, question, max_tokens, deadline)
+            .await;
+        match &result {
+            // It answered, even if with no vote: it is up.
+            Ok(_) | Err(PeerError::NoVote(_)) => breaker().success(),
+            Err(PeerError::Timeout(0) | PeerError::BreakerOpen) => {}
+            Err(e) => {
+                if breaker().failure(Instant::now()) {
+                    tracing::error!(peer = %peer.config.name, error = %e, cooldown_s = BREAKER_COOLDOWN.as_secs(), "peer board skipped: it stopped voting");
+                }
+            }
+        }
+        result
+    }
+
+    async fn request_vote(
         &self,
         peer: &PeerConfig,
         question: &str,

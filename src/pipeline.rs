@@ -100,7 +100,7 @@ impl Pipeline {
         self
     }
 
-    fn peer_list(&self) -> &[crate::config::PeerConfig] {
+    fn peer_list(&self) -> &[crate::peers::Peer] {
         self.peers.as_deref().map_or(&[], Peers::list)
     }
 
@@ -413,7 +413,7 @@ impl Pipeline {
         );
         let peers = self.peer_list();
         let mut remaining: f32 = self.others.iter().map(|(_, w)| w).sum::<f32>()
-            + peers.iter().map(|p| p.weight).sum::<f32>();
+            + peers.iter().map(|p| p.config.weight).sum::<f32>();
         for (model, weight) in &self.others {
             if tally.outcome(remaining, threshold) != Outcome::Open {
                 break;
@@ -443,7 +443,7 @@ impl Pipeline {
                 if tally.outcome(remaining.max(0.0), threshold) != Outcome::Open {
                     break;
                 }
-                remaining -= peer.weight;
+                remaining -= peer.config.weight;
                 match board
                     .ask(peer, &req.question, req.max_tokens, deadline)
                     .await
@@ -453,12 +453,12 @@ impl Pipeline {
                             model: v.model,
                             answer: v.answer,
                             confidence: v.confidence,
-                            weight: peer.weight,
+                            weight: peer.config.weight,
                         },
                         &req.question,
                     ),
                     Err(e) => {
-                        tracing::warn!(peer = %peer.name, error = %e, "a peer board did not vote")
+                        tracing::warn!(peer = %peer.config.name, error = %e, "a peer board did not vote")
                     }
                 }
             }

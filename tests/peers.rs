@@ -22,8 +22,8 @@ async fn ask(client: &mut TestClient, topic: &str, json: serde_json::Value) -> s
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_peer_board_votes_a_silent_one_costs_only_its_timeout_and_a_vote_never_goes_past_safety()
-{
+async fn a_peer_board_votes_a_silent_one_is_skipped_after_three_misses_and_a_vote_never_goes_past_safety(
+) {
     let broker = Broker::start();
     let mut b = service_config(&broker, "b");
     b.mqtt.request_filter = "swarm/query/b/#".into();
@@ -80,6 +80,31 @@ async fn a_peer_board_votes_a_silent_one_costs_only_its_timeout_and_a_vote_never
         "board B answered the vote with its first model alone:\n{}",
         board_b.log()
     );
+
+    // The silent peer's breaker opens after it misses its third vote in a
+    // row; the next question does not wait for it.
+    for _ in 0..3 {
+        let reply = ask(
+            &mut client,
+            "swarm/query/a/line1",
+            serde_json::json!({"question": QUESTION, "reply_to": "test/answers"}),
+        )
+        .await;
+        assert_eq!(reply["votes"].as_array().unwrap().len(), 2, "{reply}");
+    }
+    let log = board_a.log();
+    assert_eq!(
+        log.matches("peer board skipped: it stopped voting").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("did not vote peer=c error=no vote within")
+            .count(),
+        3,
+        "{log}"
+    );
+    assert!(log.contains("skipped: it missed 3 votes in a row"), "{log}");
 
     // A vote request is still a question to board B's safety rules, and
     // never reaches a cloud.
