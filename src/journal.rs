@@ -661,7 +661,7 @@ mod tests {
         let mut appended = 0;
         for seq in 0..40 {
             let r = accepted(seq, &format!("q{seq}"));
-            let mut bytes = frames(&[r.clone()]);
+            let mut bytes = frames(std::slice::from_ref(&r));
             state.apply(r);
             if seq % 2 == 0 {
                 encode(&Record::Done { seq }, &mut bytes);

@@ -157,9 +157,11 @@ fn agreement_with_others(r: &Record, index: usize) -> f32 {
     agreeing as f32 / others as f32
 }
 
-/// AUROC of every candidate signal for every model, as printable rows:
-/// (model, accuracy, [(signal name, auroc)]).
-pub fn signal_table(records: &[Record]) -> Vec<(String, f64, Vec<(String, Option<f64>)>)> {
+/// One model's row of [`signal_table`]: (model, accuracy, [(signal name, auroc)]).
+pub type SignalRow = (String, f64, Vec<(String, Option<f64>)>);
+
+/// AUROC of every candidate signal for every model, as printable rows.
+pub fn signal_table(records: &[Record]) -> Vec<SignalRow> {
     let answered: Vec<&Record> = records.iter().filter(|r| !r.answers.is_empty()).collect();
     let Some(first) = answered.first() else {
         return vec![];

@@ -117,6 +117,9 @@ pub enum AckToken {
     V4(rumqttc::Publish),
 }
 
+// One event per poll, moved once: boxing the message would only add an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// Connected (again). `session_present`: the broker kept our session.
     Connected {

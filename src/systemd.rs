@@ -40,7 +40,7 @@ pub fn watchdog_period() -> Option<Duration> {
 }
 
 /// The first model thread that is busy and has made no progress for `limit`.
-pub fn stalled<'a>(models: &'a [ModelHandle], limit: Duration) -> Option<&'a str> {
+pub fn stalled(models: &[ModelHandle], limit: Duration) -> Option<&str> {
     models
         .iter()
         .find(|m| m.health().stalled_for(limit))

@@ -101,7 +101,7 @@ fn fast_exp(x: f32) -> f32 {
     let i = shifted - ROUND; // t rounded to the nearest integer
     let f = t - i;
     let p = 1.0
-        + f * (0.693_147_2
+        + f * (std::f32::consts::LN_2
             + f * (0.240_226_5
                 + f * (0.055_504_11
                     + f * (0.009_618_129 + f * (0.001_333_355 + f * 0.000_154_035_3)))));
