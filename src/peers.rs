@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::config::PeerConfig;
@@ -34,6 +35,8 @@ pub enum PeerError {
     Timeout(u64),
     #[error("skipped: it missed {BREAKER_FAILURES} votes in a row")]
     BreakerOpen,
+    #[error("shutting down")]
+    Cancelled,
     #[error("cannot publish the vote request: {0}")]
     Publish(#[from] MqttError),
     #[error("it did not vote: {0}")]
@@ -115,25 +118,32 @@ impl Peers {
         self.waiting.lock().expect("peer votes lock")
     }
 
-    /// Asks one peer for its vote, waiting at most its timeout and never past `deadline`.
+    /// Asks one peer for its vote, waiting at most its timeout, never past
+    /// `deadline`, and not once `abort` (the end of the shutdown drain) fires.
     pub async fn ask(
         &self,
         peer: &Peer,
         question: &str,
         max_tokens: Option<u32>,
         deadline: Instant,
+        abort: &CancellationToken,
     ) -> Result<PeerVote, PeerError> {
+        if abort.is_cancelled() {
+            return Err(PeerError::Cancelled);
+        }
         let breaker = || peer.breaker.lock().expect("peer breaker lock");
         if breaker().is_open(Instant::now()) {
             return Err(PeerError::BreakerOpen);
         }
-        let result = self
-            .request_vote(&peer.config, question, max_tokens, deadline)
-            .await;
+        let result = tokio::select! {
+            r = self.request_vote(&peer.config, question, max_tokens, deadline) => r,
+            _ = abort.cancelled() => Err(PeerError::Cancelled),
+        };
         match &result {
             // It answered, even if with no vote: it is up.
             Ok(_) | Err(PeerError::NoVote(_)) => breaker().success(),
-            Err(PeerError::Timeout(0) | PeerError::BreakerOpen) => {}
+            // Nothing learnt about the peer.
+            Err(PeerError::Timeout(0) | PeerError::BreakerOpen | PeerError::Cancelled) => {}
             Err(e) => {
                 if breaker().failure(Instant::now()) {
                     tracing::error!(peer = %peer.config.name, error = %e, cooldown_s = BREAKER_COOLDOWN.as_secs(), "peer board skipped: it stopped voting");
@@ -172,6 +182,7 @@ impl Peers {
             vote: true,
         };
         let payload = serde_json::to_vec(&request).expect("a vote request serialises");
+        tracing::debug!(peer = %peer.name, %id, wait_ms, "asking a peer board for its vote");
         self.client
             .publish_at_most_once(&peer.topic, payload)
             .await?;

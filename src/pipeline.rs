@@ -445,7 +445,7 @@ impl Pipeline {
                 }
                 remaining -= peer.config.weight;
                 match board
-                    .ask(peer, &req.question, req.max_tokens, deadline)
+                    .ask(peer, &req.question, req.max_tokens, deadline, abort)
                     .await
                 {
                     Ok(v) => tally.add(

@@ -126,3 +126,51 @@ async fn a_peer_board_votes_a_silent_one_is_skipped_after_three_misses_and_a_vot
         "{reply}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shutdown_does_not_wait_out_a_silent_peer_and_the_question_still_gets_its_reply() {
+    let broker = Broker::start();
+    let mut a = service_config(&broker, "a");
+    a.policy.local_min_confidence = 1.0; // always ask the swarm
+    a.limits.drain_timeout_ms = 1_000;
+    let peer_timeout = Duration::from_secs(60);
+    a.routing.peers = vec![PeerConfig {
+        name: "c".into(),
+        topic: "swarm/peers/c/votes".into(), // no board listens here
+        weight: 1.0,
+        timeout_ms: peer_timeout.as_millis() as u64,
+    }];
+    let mut board_a = Service::start(&broker, &a).await;
+    let mut client = TestClient::connect(&broker, swarm_llm::config::MqttProtocol::V5).await;
+    client.subscribe("test/answers").await;
+    client
+        .publish(
+            "swarm/query/line1",
+            serde_json::json!({"question": QUESTION, "reply_to": "test/answers"})
+                .to_string()
+                .as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    let asked = std::time::Instant::now();
+    while !board_a.log().contains("asking a peer board for its vote") {
+        assert!(asked.elapsed() < WAIT, "{}", board_a.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stopping = std::time::Instant::now();
+    assert!(board_a.terminate().success(), "{}", board_a.log());
+    assert!(
+        stopping.elapsed() < peer_timeout / 2,
+        "stopped after {:?}:\n{}",
+        stopping.elapsed(),
+        board_a.log()
+    );
+    let reply = client.reply(Duration::from_secs(5)).await;
+    assert!(says_canberra(&reply), "the local answer, not lost: {reply}");
+    assert!(
+        board_a.log().contains("error=shutting down"),
+        "{}",
+        board_a.log()
+    );
+}
