@@ -27,6 +27,9 @@ async fn a_peer_board_votes_a_silent_one_is_skipped_after_three_misses_and_a_vot
     let broker = Broker::start();
     let mut b = service_config(&broker, "b");
     b.mqtt.request_filter = "swarm/query/b/#".into();
+    // Boards need not speak the same MQTT version: the vote request names
+    // its reply topic in the payload.
+    b.mqtt.protocol = swarm_llm::config::MqttProtocol::V311;
     let board_b = Service::start(&broker, &b).await;
 
     let mut a = service_config(&broker, "a");
