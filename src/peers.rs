@@ -319,15 +319,8 @@ mod tests {
             payload: serde_json::to_vec(&request).unwrap(),
             ..Default::default()
         };
-        let rules = crate::protocol::DecodeRules {
-            request_filter: "swarm/query/line2/#".into(),
-            reply_topic_prefix: "swarm/reply".into(),
-            max_payload_bytes: 4096,
-            max_question_bytes: 1024,
-            default_deadline_ms: 30_000,
-            max_deadline_ms: 60_000,
-        };
-        let decoded = crate::protocol::decode(&inbound, &rules, "q").unwrap();
+        let decoded =
+            crate::protocol::decode(&inbound, &crate::protocol::tests::rules(), "q").unwrap();
         assert!(decoded.vote);
         assert_eq!(
             (

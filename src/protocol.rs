@@ -487,10 +487,11 @@ impl Reply {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rules() -> DecodeRules {
+    /// Decoding rules for tests: requests under `swarm/query/#`.
+    pub(crate) fn rules() -> DecodeRules {
         DecodeRules {
             request_filter: "swarm/query/#".into(),
             reply_topic_prefix: "swarm/reply".into(),
