@@ -183,12 +183,18 @@ impl Peers {
         };
         let payload = serde_json::to_vec(&request).expect("a vote request serialises");
         tracing::debug!(peer = %peer.name, %id, wait_ms, "asking a peer board for its vote");
-        self.client
-            .publish_at_most_once(&peer.topic, payload)
-            .await?;
-        match tokio::time::timeout(wait, rx).await {
+        // The wait covers the publish too: with the broker away, the
+        // client's request queue can be full.
+        let vote = async {
+            self.client
+                .publish_at_most_once(&peer.topic, payload)
+                .await?;
+            rx.await.map_err(|_| PeerError::Timeout(wait_ms))
+        };
+        match tokio::time::timeout(wait, vote).await {
             Ok(Ok(reply)) => vote_from_reply(peer, reply),
-            _ => Err(PeerError::Timeout(wait_ms)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(PeerError::Timeout(wait_ms)),
         }
     }
 
