@@ -55,6 +55,15 @@ async fn a_peer_board_votes_a_silent_one_is_skipped_after_three_misses_and_a_vot
 
     let mut client = TestClient::connect(&broker, swarm_llm::config::MqttProtocol::V5).await;
     client.subscribe("test/answers").await;
+    // Garbage and a vote nobody asked for on A's vote topic change nothing.
+    for junk in [
+        &b"\xff{not json"[..],
+        br#"{"id":"vote-0","node":"x","latency_ms":0,"tokens":0,"prompt_tokens":0}"#,
+    ] {
+        client
+            .publish("swarm/reply/a/votes", junk, PublishProps::default())
+            .await;
+    }
     let reply = ask(
         &mut client,
         "swarm/query/a/line1",
@@ -75,6 +84,13 @@ async fn a_peer_board_votes_a_silent_one_is_skipped_after_three_misses_and_a_vot
     assert!(reply["latency_ms"].as_f64().unwrap() >= SILENT_PEER_TIMEOUT_MS as f64);
     assert!(
         board_a.log().contains("a peer board did not vote") && board_a.log().contains("peer=c"),
+        "{}",
+        board_a.log()
+    );
+    assert!(
+        board_a
+            .log()
+            .contains("a message on the peer vote topic is not a reply"),
         "{}",
         board_a.log()
     );
