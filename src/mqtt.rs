@@ -130,8 +130,12 @@ pub enum Event {
         granted: bool,
     },
     Message(Inbound, AckToken),
-    /// The broker acknowledged one of our QoS 1 publishes.
-    PublishAcked,
+    /// The broker acknowledged one of our QoS 1 publishes. `refused`: why
+    /// it did not take it (MQTT 5 only; a 3.1.1 broker acknowledges a
+    /// publish its ACL drops as if it had taken it).
+    PublishAcked {
+        refused: Option<String>,
+    },
     /// Our DISCONNECT went out: the connection is closed on purpose.
     Disconnected,
     /// Anything else (pings, acks of our publishes, ...).
@@ -387,7 +391,9 @@ impl EventLoop {
                     };
                     Ok(Event::Message(inbound, AckToken::V5(p)))
                 }
-                v5::Event::Incoming(P5::PubAck(_)) => Ok(Event::PublishAcked),
+                v5::Event::Incoming(P5::PubAck(ack)) => Ok(Event::PublishAcked {
+                    refused: puback_refusal(ack),
+                }),
                 v5::Event::Outgoing(rumqttc::Outgoing::Disconnect) => Ok(Event::Disconnected),
                 _ => Ok(Event::Other),
             },
@@ -415,10 +421,27 @@ impl EventLoop {
                     };
                     Ok(Event::Message(inbound, AckToken::V4(p)))
                 }
-                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => Ok(Event::PublishAcked),
+                rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => {
+                    Ok(Event::PublishAcked { refused: None })
+                }
                 rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect) => Ok(Event::Disconnected),
                 _ => Ok(Event::Other),
             },
+        }
+    }
+}
+
+/// Why an MQTT 5 broker did not take a publish, from its PUBACK; None when it did.
+fn puback_refusal(ack: v5::mqttbytes::v5::PubAck) -> Option<String> {
+    use v5::mqttbytes::v5::PubAckReason as R;
+    match ack.reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        reason => {
+            let detail = ack.properties.and_then(|p| p.reason_string);
+            Some(match detail {
+                Some(d) => format!("{reason:?} ({d})"),
+                None => format!("{reason:?}"),
+            })
         }
     }
 }

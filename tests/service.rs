@@ -485,3 +485,36 @@ async fn a_question_that_leaves_no_room_for_its_answer_is_refused_not_truncated(
     assert!(reply["error"].is_null(), "{reply}");
     assert!(reply["tokens"].as_u64().unwrap() <= 8);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_the_brokers_acl_refuses_is_logged_and_the_service_keeps_answering() {
+    let acl = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        acl.path(),
+        "topic readwrite swarm/#\ntopic readwrite test/#\n",
+    )
+    .unwrap();
+    let broker = Broker::start_with(&format!("acl_file {}\n", acl.path().display()));
+    let service = Service::start(&broker, &service_config(&broker, "acl")).await;
+    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+    client.subscribe("test/answers").await;
+    for reply_to in ["forbidden/answers", "test/answers"] {
+        let request = serde_json::json!({"question": QUESTION, "reply_to": reply_to});
+        client
+            .publish(
+                "swarm/query/line1",
+                request.to_string().as_bytes(),
+                PublishProps::default(),
+            )
+            .await;
+    }
+    let reply = client.reply(WAIT).await;
+    assert!(says_canberra(&reply), "{reply}");
+    let log = service.log();
+    assert!(
+        log.contains("THE BROKER REFUSED A MESSAGE")
+            && log.contains("topic=forbidden/answers")
+            && log.contains("NotAuthorized"),
+        "{log}"
+    );
+}

@@ -31,10 +31,11 @@ pub struct Outgoing {
 }
 
 /// What mqtt_in, the only task that polls the connection, tells mqtt_out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
-    /// The broker acknowledged our outstanding publish.
-    Acked,
+    /// The broker acknowledged our outstanding publish; `refused` says why
+    /// it did not take it (an MQTT 5 reason code, e.g. NotAuthorized).
+    Acked { refused: Option<String> },
     /// We reconnected to a broker that no longer has our session: an
     /// unacknowledged publish is gone and must be sent again.
     SessionLost,

@@ -94,8 +94,8 @@ impl MqttIn {
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
                 }
-                Ok(Event::PublishAcked) => {
-                    let _ = self.link.send(LinkEvent::Acked);
+                Ok(Event::PublishAcked { refused }) => {
+                    let _ = self.link.send(LinkEvent::Acked { refused });
                 }
                 Ok(Event::Disconnected) => break,
                 Ok(Event::Other) => {}

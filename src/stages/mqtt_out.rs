@@ -44,6 +44,9 @@ pub struct MqttOut {
 #[derive(PartialEq)]
 enum Delivered {
     Yes,
+    /// Acknowledged with a refusal (MQTT 5), e.g. by the broker's ACL:
+    /// sending it again would be refused again.
+    Refused,
     No,
 }
 
@@ -64,19 +67,21 @@ impl MqttOut {
                     Some(out) => {
                         let Outgoing { to, payload, seq } = out;
                         let props = PublishProps { response_topic: None, correlation_data: to.correlation_data };
-                        if self.publish(&to.topic, payload, false, props, &mut announce).await == Delivered::Yes {
-                            if let (Some(journal), Some(seq)) = (&self.journal, seq) {
-                                journal.done(seq);
+                        match self.publish(&to.topic, payload, false, props, &mut announce).await {
+                            // Refused: done too, or every restart would send it again.
+                            Delivered::Yes | Delivered::Refused => {
+                                if let (Some(journal), Some(seq)) = (&self.journal, seq) {
+                                    journal.done(seq);
+                                }
                             }
-                        } else {
-                            tracing::warn!(topic = %to.topic, "reply not acknowledged by the broker: it stays in the journal and is sent again after a restart");
+                            Delivered::No => tracing::warn!(topic = %to.topic, "reply not acknowledged by the broker: it stays in the journal and is sent again after a restart"),
                         }
                     }
                     None => break,
                 },
                 event = self.link.recv(), if link_open => match event {
                     Some(LinkEvent::Subscribed) => { online = true; announce = true; }
-                    Some(LinkEvent::Acked | LinkEvent::SessionLost) => {}
+                    Some(LinkEvent::Acked { .. } | LinkEvent::SessionLost) => {}
                     None => link_open = false,
                 },
                 Ok(()) = self.journal_healthy.changed(), if online => announce = true,
@@ -132,7 +137,11 @@ impl MqttOut {
             loop {
                 tokio::select! {
                     event = self.link.recv() => match event {
-                        Some(LinkEvent::Acked) => return Delivered::Yes,
+                        Some(LinkEvent::Acked { refused: None }) => return Delivered::Yes,
+                        Some(LinkEvent::Acked { refused: Some(why) }) => {
+                            tracing::error!(%topic, reason = %why, "THE BROKER REFUSED A MESSAGE (check its ACL for this topic); it is dropped");
+                            return Delivered::Refused;
+                        }
                         Some(LinkEvent::SessionLost) => {
                             tracing::warn!(%topic, "the broker lost our session: publishing again");
                             break;
