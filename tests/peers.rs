@@ -193,3 +193,72 @@ async fn a_shutdown_does_not_wait_out_a_silent_peer_and_the_question_still_gets_
         board_a.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boards_and_a_gateway_work_through_the_example_acl_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    for (i, user) in ["line1", "line2", "gateway1"].into_iter().enumerate() {
+        let mut cmd = std::process::Command::new("mosquitto_passwd");
+        cmd.arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd
+            .arg(&passwords)
+            .arg(user)
+            .arg(format!("pw-{user}"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let acl = repo_root().join("config/mosquitto.acl");
+    let broker = Broker::start_with(&format!(
+        "password_file {}\nacl_file {}\n",
+        passwords.display(),
+        acl.display()
+    ));
+    let board = |node: &str| {
+        let mut c = service_config(&broker, node);
+        c.mqtt.request_filter = format!("swarm/query/{node}/#");
+        c.mqtt.username = Some(node.into());
+        let password = dir.path().join(format!("{node}.password"));
+        std::fs::write(&password, format!("pw-{node}")).unwrap();
+        c.mqtt.password_file = Some(password);
+        c
+    };
+    let line2 = Service::start(&broker, &board("line2")).await;
+    let mut config = board("line1");
+    config.policy.local_min_confidence = 1.0; // always ask the swarm
+    config.routing.peers = vec![PeerConfig {
+        name: "line2".into(),
+        topic: "swarm/query/line2/votes".into(),
+        weight: 1.0,
+        timeout_ms: 60_000,
+    }];
+    let line1 = Service::start(&broker, &config).await;
+
+    let mut gateway = TestClient::login(&broker, "gateway1", "pw-gateway1").await;
+    gateway.subscribe("swarm/reply/gateway1/#").await;
+    let reply = ask(
+        &mut gateway,
+        "swarm/query/line1/plc7",
+        serde_json::json!({"question": QUESTION, "reply_to": "swarm/reply/gateway1/answers"}),
+    )
+    .await;
+    assert_eq!(reply["route"], "swarm", "{reply}\n{}", line1.log());
+    let voters: Vec<&str> = reply["votes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(voters, ["smollm2", "line2:smollm2"], "{reply}");
+    for board in [&line1, &line2] {
+        let log = board.log();
+        assert!(
+            !log.contains("REFUSED") && !log.contains("refused the subscription"),
+            "{log}"
+        );
+    }
+}

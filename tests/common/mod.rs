@@ -252,13 +252,33 @@ pub struct TestClient {
 
 impl TestClient {
     pub async fn connect(broker: &Broker, protocol: MqttProtocol) -> TestClient {
-        Self::open(broker, protocol, format!("test-{:x}", rand_u64()), true).await
+        Self::open(
+            broker,
+            protocol,
+            format!("test-{:x}", rand_u64()),
+            true,
+            None,
+        )
+        .await
+    }
+
+    /// An MQTT 5 client that logs in as `user`.
+    pub async fn login(broker: &Broker, user: &str, password: &str) -> TestClient {
+        let credentials = Some((user.to_string(), password.to_string()));
+        Self::open(
+            broker,
+            MqttProtocol::V5,
+            format!("test-{user}"),
+            true,
+            credentials,
+        )
+        .await
     }
 
     /// A client whose session (subscriptions, queued QoS 1 messages) the
     /// broker keeps across disconnects and restarts; it reconnects by itself.
     pub async fn persistent(broker: &Broker, client_id: &str) -> TestClient {
-        Self::open(broker, MqttProtocol::V5, client_id.to_string(), false).await
+        Self::open(broker, MqttProtocol::V5, client_id.to_string(), false, None).await
     }
 
     async fn open(
@@ -266,6 +286,7 @@ impl TestClient {
         protocol: MqttProtocol,
         client_id: String,
         clean_session: bool,
+        credentials: Option<(String, String)>,
     ) -> TestClient {
         let settings = ConnectSettings {
             host: "127.0.0.1".into(),
@@ -276,7 +297,7 @@ impl TestClient {
             keep_alive: Duration::from_secs(30),
             session_expiry_s: 3600,
             max_packet_bytes: 8 * 1024 * 1024,
-            credentials: None,
+            credentials,
             tls: None,
             last_will: None,
             receive_maximum: None,
