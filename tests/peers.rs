@@ -21,6 +21,16 @@ async fn ask(client: &mut TestClient, topic: &str, json: serde_json::Value) -> s
     client.reply(WAIT).await
 }
 
+/// Who voted, in the order they were asked.
+fn voters(reply: &serde_json::Value) -> Vec<&str> {
+    reply["votes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["model"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_peer_board_votes_a_silent_one_is_skipped_after_three_misses_and_a_vote_never_goes_past_safety(
 ) {
@@ -73,8 +83,7 @@ async fn a_peer_board_votes_a_silent_one_is_skipped_after_three_misses_and_a_vot
     assert_eq!(reply["route"], "swarm", "{reply}\n{}", board_a.log());
     assert!(says_canberra(&reply), "{reply}");
     let votes = reply["votes"].as_array().unwrap();
-    let voters: Vec<&str> = votes.iter().map(|v| v["model"].as_str().unwrap()).collect();
-    assert_eq!(voters, ["smollm2", "b:smollm2"], "{reply}");
+    assert_eq!(voters(&reply), ["smollm2", "b:smollm2"], "{reply}");
     assert!(votes[1]["confidence"].as_f64().unwrap() > 0.0);
     assert_eq!(
         votes[0]["group"], votes[1]["group"],
@@ -247,13 +256,7 @@ async fn boards_and_a_gateway_work_through_the_example_acl_as_it_is() {
     )
     .await;
     assert_eq!(reply["route"], "swarm", "{reply}\n{}", line1.log());
-    let voters: Vec<&str> = reply["votes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["model"].as_str().unwrap())
-        .collect();
-    assert_eq!(voters, ["smollm2", "line2:smollm2"], "{reply}");
+    assert_eq!(voters(&reply), ["smollm2", "line2:smollm2"], "{reply}");
     for board in [&line1, &line2] {
         let log = board.log();
         assert!(
