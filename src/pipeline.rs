@@ -55,6 +55,21 @@ pub struct Pipeline {
     peers: Option<Arc<Peers>>,
 }
 
+/// Who votes after the first model: the other local models, then peer boards.
+enum Voter<'a> {
+    Model(&'a ModelHandle, f32),
+    Peer(&'a Peers, &'a crate::peers::Peer),
+}
+
+impl Voter<'_> {
+    fn weight(&self) -> f32 {
+        match self {
+            Voter::Model(_, weight) => *weight,
+            Voter::Peer(_, peer) => peer.config.weight,
+        }
+    }
+}
+
 /// One step's result for the answer being built.
 struct Answer {
     text: String,
@@ -411,60 +426,74 @@ impl Pipeline {
             },
             &req.question,
         );
-        let peers = self.peer_list();
-        let mut remaining: f32 = self.others.iter().map(|(_, w)| w).sum::<f32>()
-            + peers.iter().map(|p| p.config.weight).sum::<f32>();
-        for (model, weight) in &self.others {
-            if tally.outcome(remaining, threshold) != Outcome::Open {
+        let peers = self.peers.as_deref().into_iter().flat_map(|boards| {
+            boards
+                .list()
+                .iter()
+                .map(move |peer| Voter::Peer(boards, peer))
+        });
+        let voters: Vec<Voter> = self
+            .others
+            .iter()
+            .map(|(model, weight)| Voter::Model(model, *weight))
+            .chain(peers)
+            .collect();
+        let mut remaining: f32 = voters.iter().map(Voter::weight).sum();
+        for voter in &voters {
+            if tally.outcome(remaining.max(0.0), threshold) != Outcome::Open {
                 break;
             }
-            remaining -= weight;
-            match generate(model, req, deadline, abort).await {
-                Ok(g) => {
-                    let u = Uncertainty::from_tokens(&g.token_probs, &g.token_entropies);
-                    let c = self.policy.signal.confidence(&u);
-                    tally.add(
-                        Ballot {
-                            model: g.model,
-                            answer: g.text,
-                            confidence: c,
-                            weight: *weight,
-                        },
-                        &req.question,
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(model = %model.info.name, error = %e, "a swarm model did not answer")
-                }
-            }
-        }
-        if let Some(board) = &self.peers {
-            for peer in peers {
-                if tally.outcome(remaining.max(0.0), threshold) != Outcome::Open {
-                    break;
-                }
-                remaining -= peer.config.weight;
-                match board
-                    .ask(peer, &req.question, req.max_tokens, deadline, abort)
-                    .await
-                {
-                    Ok(v) => tally.add(
-                        Ballot {
-                            model: v.model,
-                            answer: v.answer,
-                            confidence: v.confidence,
-                            weight: peer.config.weight,
-                        },
-                        &req.question,
-                    ),
-                    Err(e) => {
-                        tracing::warn!(peer = %peer.config.name, error = %e, "a peer board did not vote")
-                    }
-                }
+            remaining -= voter.weight();
+            if let Some(ballot) = self.ballot(voter, req, deadline, abort).await {
+                tally.add(ballot, &req.question);
             }
         }
         let outcome = tally.outcome(remaining.max(0.0), threshold);
         (tally, outcome)
+    }
+
+    /// One voter's ballot; None (logged) when it gave none.
+    async fn ballot(
+        &self,
+        voter: &Voter<'_>,
+        req: &Request,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Option<Ballot> {
+        match *voter {
+            Voter::Model(model, weight) => match generate(model, req, deadline, abort).await {
+                Ok(g) => {
+                    let u = Uncertainty::from_tokens(&g.token_probs, &g.token_entropies);
+                    Some(Ballot {
+                        model: g.model,
+                        answer: g.text,
+                        confidence: self.policy.signal.confidence(&u),
+                        weight,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(model = %model.info.name, error = %e, "a swarm model did not answer");
+                    None
+                }
+            },
+            Voter::Peer(boards, peer) => {
+                match boards
+                    .ask(peer, &req.question, req.max_tokens, deadline, abort)
+                    .await
+                {
+                    Ok(v) => Some(Ballot {
+                        model: v.model,
+                        answer: v.answer,
+                        confidence: v.confidence,
+                        weight: peer.config.weight,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.config.name, error = %e, "a peer board did not vote");
+                        None
+                    }
+                }
+            }
+        }
     }
 
     /// Asks the cloud, timing the call, as an answer of the `cloud` route.
