@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::config::MqttProtocol;
 use crate::mqtt::{self, ConnectSettings, Event, MqttError, PublishProps, TlsFiles};
+use crate::protocol::RequestPayload;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
@@ -147,20 +148,20 @@ fn request_payload(
     reply_topic: &str,
     correlation: &[u8],
 ) -> (Vec<u8>, PublishProps) {
-    let mut body = serde_json::json!({ "id": id, "question": o.question });
-    if let Some(m) = o.max_tokens {
-        body["max_tokens"] = m.into();
-    }
-    if let Some(d) = o.deadline_ms {
-        body["deadline_ms"] = d.into();
-    }
+    let mut body = RequestPayload {
+        id: Some(id.to_string()),
+        question: o.question.clone(),
+        max_tokens: o.max_tokens,
+        deadline_ms: o.deadline_ms,
+        ..RequestPayload::default()
+    };
     let props = match o.protocol {
         MqttProtocol::V5 => PublishProps {
             response_topic: Some(reply_topic.to_string()),
             correlation_data: Some(correlation.to_vec()),
         },
         MqttProtocol::V311 => {
-            body["reply_to"] = reply_topic.into();
+            body.reply_to = Some(reply_topic.to_string());
             PublishProps::default()
         }
     };

@@ -15,14 +15,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::breaker::Breaker;
 use crate::config::PeerConfig;
 use crate::mqtt::{Client, MqttError};
-use crate::protocol::{Reply, Route};
+use crate::protocol::{Reply, RequestPayload, Route};
 
 /// Votes missed in a row before a peer is skipped for a while.
 pub const BREAKER_FAILURES: u32 = 3;
@@ -50,17 +49,6 @@ pub struct PeerVote {
     pub model: String,
     pub answer: String,
     pub confidence: f32,
-}
-
-#[derive(Serialize)]
-struct VoteRequest<'a> {
-    id: &'a str,
-    question: &'a str,
-    reply_to: &'a str,
-    deadline_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    vote: bool,
 }
 
 /// One peer board and whether it has been answering.
@@ -173,12 +161,12 @@ impl Peers {
             peers: self,
             id: id.clone(),
         };
-        let request = VoteRequest {
-            id: &id,
-            question,
-            reply_to: &self.vote_topic,
-            deadline_ms: wait_ms,
+        let request = RequestPayload {
+            id: Some(id.clone()),
+            question: question.to_string(),
+            reply_to: Some(self.vote_topic.clone()),
             max_tokens,
+            deadline_ms: Some(wait_ms),
             vote: true,
         };
         let payload = serde_json::to_vec(&request).expect("a vote request serialises");
@@ -312,12 +300,12 @@ mod tests {
 
     #[test]
     fn a_peer_decodes_the_vote_request_as_a_vote_with_our_reply_address() {
-        let request = VoteRequest {
-            id: "vote-1",
-            question: "Capital of Australia?",
-            reply_to: "swarm/reply/line1/votes",
-            deadline_ms: 1000,
+        let request = RequestPayload {
+            id: Some("vote-1".into()),
+            question: "Capital of Australia?".into(),
+            reply_to: Some("swarm/reply/line1/votes".into()),
             max_tokens: Some(16),
+            deadline_ms: Some(1000),
             vote: true,
         };
         let inbound = crate::protocol::Inbound {

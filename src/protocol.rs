@@ -86,16 +86,22 @@ impl DecodeRules {
 /// Longest `id` we accept; it is echoed into replies and logs.
 const MAX_ID_CHARS: usize = 128;
 
-#[derive(Debug, Deserialize)]
+/// A request's JSON payload, as askers write it (`swarm-llm ask`, peer
+/// boards asking for a vote) and [`decode`] reads it.
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RequestJson {
-    id: Option<String>,
-    question: String,
-    reply_to: Option<String>,
-    max_tokens: Option<u32>,
-    deadline_ms: Option<u64>,
-    #[serde(default)]
-    vote: bool,
+pub struct RequestPayload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub question: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vote: bool,
 }
 
 /// Decodes and checks one message. `fallback_id` names requests that bring no id.
@@ -154,7 +160,7 @@ pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<R
     };
 
     let (id, question, max_tokens, deadline_ms, vote) = if text.trim_start().starts_with('{') {
-        let parsed = match serde_json::from_str::<RequestJson>(text) {
+        let parsed = match serde_json::from_str::<RequestPayload>(text) {
             Ok(p) => p,
             Err(e) => {
                 // Salvage the reply address and id from a loosely valid object so
