@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::measure::{self, Record, SwarmView};
+use crate::plot::Plot;
 use crate::route::policy::{Policy, Route};
 use crate::route::signals::Signal;
 use crate::workload::Category;
@@ -366,71 +367,43 @@ pub fn config_with_policy(original_toml: &str, policy: &Policy) -> Result<String
 /// chosen fit, the best small model, the cloud alone, and the random
 /// router's line between the first model and the cloud.
 pub fn curve_svg(c: &Calibration, first_model_accuracy: f64) -> String {
-    let (w, h, m) = (640.0, 420.0, 60.0);
-    let x = |share: f64| m + share * (w - 2.0 * m);
-    let y = |acc: f64| h - m - acc * (h - 2.0 * m);
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    let mut plot = Plot::new(
+        &format!(
+            "swarm-llm: accuracy against cloud share, {}-fold cross-validated; dashed: random router",
+            c.folds
+        ),
+        "share of questions sent to the cloud (held-out)",
+        "accuracy on easy and hard questions (held-out)",
     );
-    for i in 0..=10 {
-        let v = i as f64 / 10.0;
-        s += &format!(
-            "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{:.0}%</text>\n<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}%</text>\n",
-            x(v), y(0.0), x(v), y(1.0), x(v), y(0.0) + 18.0, v * 100.0,
-            x(0.0), y(v), x(1.0), y(v), x(0.0) - 6.0, y(v) + 4.0, v * 100.0
-        );
-    }
-    s += &format!(
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">share of questions sent to the cloud (held-out)</text>\n<text x=\"16\" y=\"{:.1}\" transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">accuracy on easy and hard questions (held-out)</text>\n",
-        w / 2.0, h - 14.0, h / 2.0, h / 2.0
+    plot.line(
+        &[
+            (0.0, first_model_accuracy),
+            (1.0, c.baselines.cloud_accuracy),
+        ],
+        "#999",
+        true,
+        0.0,
     );
-    s += &format!(
-        "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#999\" stroke-dasharray=\"6 4\"/>\n",
-        x(0.0), y(first_model_accuracy), x(1.0), y(c.baselines.cloud_accuracy)
-    );
-    let points: Vec<String> = c
+    let points: Vec<(f64, f64)> = c
         .curve
         .iter()
-        .map(|f| {
-            format!(
-                "{:.1},{:.1}",
-                x(f.held_out.cloud_share),
-                y(f.held_out.accuracy)
-            )
-        })
+        .map(|f| (f.held_out.cloud_share, f.held_out.accuracy))
         .collect();
-    s += &format!(
-        "<polyline points=\"{}\" fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\"/>\n",
-        points.join(" ")
-    );
-    for p in &points {
-        let (px, py) = p.split_once(',').expect("x,y");
-        s += &format!("<circle cx=\"{px}\" cy=\"{py}\" r=\"3\" fill=\"#1f77b4\"/>\n");
-    }
-    let mut mark = |share: f64, acc: f64, colour: &str, label: &str| {
-        s += &format!(
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"{colour}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{label}</text>\n",
-            x(share), y(acc), x(share) + 9.0, y(acc) - 8.0
-        );
-    };
-    mark(
+    plot.line(&points, "#1f77b4", false, 3.0);
+    plot.mark(
         0.0,
         c.baselines.best_model_accuracy,
         "#2ca02c",
         &format!("best small model ({})", c.baselines.best_model),
     );
-    mark(1.0, c.baselines.cloud_accuracy, "#d62728", "cloud only");
-    mark(
+    plot.mark(1.0, c.baselines.cloud_accuracy, "#d62728", "cloud only");
+    plot.mark(
         c.fit.held_out.cloud_share,
         c.fit.held_out.accuracy,
         "#ff7f0e",
         "fitted (held-out)",
     );
-    s += &format!(
-        "<text x=\"{:.1}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">swarm-llm: accuracy against cloud share, {}-fold cross-validated; dashed: random router</text>\n</svg>\n",
-        w / 2.0, c.folds
-    );
-    s
+    plot.finish()
 }
 
 #[cfg(test)]
@@ -461,6 +434,7 @@ mod tests {
                     prompt: "What is the value".into(),
                     safety_score: 0.0,
                     safety_flagged: false,
+                    safety_action: crate::route::harm::SafetyAction::Allow,
                     safety_reasons: vec![],
                     difficulty: 0.2,
                     answers: vec![
