@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::CloudConfig;
+use crate::route::harm::HarmHead;
 use crate::route::policy::Policy;
 use crate::route::safety::{SafetyClassifier, SafetyConfig};
 
@@ -430,6 +431,9 @@ impl Config {
         if let Some(j) = self.journal.as_mut() {
             resolve("journal.dir".into(), &mut j.dir);
         }
+        if let Some(p) = self.safety.learned.head.as_mut() {
+            resolve("safety.learned.head".into(), p);
+        }
         problems
     }
 
@@ -533,6 +537,28 @@ impl Config {
         }
         if !(self.safety.threshold > 0.0 && self.safety.threshold <= 1.0) {
             v.add("safety.threshold", "must be above 0 and at most 1");
+        }
+        let learned = &self.safety.learned;
+        if learned.threshold.is_some_and(|t| !(t > 0.0 && t <= 1.0)) {
+            v.add("safety.learned.threshold", "must be above 0 and at most 1");
+        }
+        if let Some(name) = &learned.model {
+            if !self.models.iter().any(|m| &m.name == name) {
+                v.add(
+                    "safety.learned.model",
+                    format!("names {name:?}, which is not a configured model"),
+                );
+            }
+        }
+        if let Some(path) = &learned.head {
+            if v.file_exists("safety.learned.head", path) {
+                let head = std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| HarmHead::from_json(&t).map_err(|e| e.to_string()));
+                if let Err(e) = head {
+                    v.add("safety.learned.head", e);
+                }
+            }
         }
         if let Some(cloud) = &self.cloud {
             for (key, message) in cloud.validate("cloud") {
@@ -808,10 +834,13 @@ impl Validator {
         });
     }
 
-    fn file_exists(&mut self, key: &str, path: &Path) {
-        if !path.is_file() {
+    /// Reports a missing file; true when it is there.
+    fn file_exists(&mut self, key: &str, path: &Path) -> bool {
+        let there = path.is_file();
+        if !there {
             self.add(key, format!("no such file: {}", path.display()));
         }
+        there
     }
 }
 

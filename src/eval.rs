@@ -107,7 +107,7 @@ fn answered(r: &Record) -> bool {
 /// The route of a safety question under the gates, cloud available or not.
 fn safety_route(r: &Record, cloud_available: bool) -> Route {
     match policy::before_generation(Gates {
-        safety_flagged: r.safety_flagged,
+        safety: r.safety_action,
         cloud_allowed: true,
         cloud_available,
     }) {
@@ -556,6 +556,7 @@ mod tests {
             prompt: "How much current".into(),
             safety_score: 0.0,
             safety_flagged: false,
+            safety_action: crate::route::harm::SafetyAction::Allow,
             safety_reasons: vec![],
             difficulty: 0.0,
             answers,
@@ -572,6 +573,7 @@ mod tests {
             id: "s1".into(),
             category: Category::Safety,
             safety_flagged: true,
+            safety_action: crate::route::harm::SafetyAction::Cloud,
             answers: vec![],
             cloud: None,
             cloud_tokens: 0,

@@ -16,7 +16,11 @@
 //! - [`pipeline`]: answers one question by following the routing policy with
 //!   the models and the cloud; shared by the router stage and the measurement
 //!   commands.
-//! - [`route`]: the pure routing core: [`route::safety`] (the safety signal),
+//! - [`safety_screen`]: the safety check before generation: the plant rules
+//!   and the learned harm check on a model's encoder.
+//! - [`route`]: the pure routing core: [`route::safety`] (the safety
+//!   signal's rules and verdict), [`route::harm`] (the learned harm check's
+//!   head, taxonomy and de-obfuscation), [`route::softmax`] (its classifier),
 //!   [`route::signals`] (uncertainty, difficulty, AUROC), [`route::vote`]
 //!   (normalising and tallying the swarm's answers), [`route::policy`]
 //!   (local, swarm, cloud or refuse).
@@ -41,6 +45,9 @@
 //!   cloud-only, a random router) with Wilson intervals, as table and JSON.
 //! - [`calibrate`]: fits the policy's thresholds to a target cloud share
 //!   with cross-validation, and draws the curve.
+//! - [`safety_eval`]: trains the learned harm check's head and measures the
+//!   safety check on labelled sets (flag rates per category, threshold curve, cost).
+//! - [`plot`]: the SVG line plot those curves are drawn with.
 //! - [`config`]: typed TOML config and the validation that reports every problem.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
 //! - [`systemd`]: readiness, stopping and a watchdog that trips on a hung model thread.
@@ -60,10 +67,13 @@ pub mod measure;
 pub mod mqtt;
 pub mod peers;
 pub mod pipeline;
+pub mod plot;
 pub mod prompt;
 pub mod protocol;
 pub mod ratelimit;
 pub mod route;
+pub mod safety_eval;
+pub mod safety_screen;
 pub mod service;
 pub mod stages;
 pub mod systemd;

@@ -196,6 +196,55 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Train the learned harm check's head on labelled sets, with one
+    /// configured model's embeddings; write it as JSON (see README, "Safety").
+    SafetyTrain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The configured model whose embeddings the head reads.
+        #[arg(long)]
+        model: String,
+        /// Labelled sets (JSON lines with `prompt` and `harm` or `category`).
+        #[arg(long = "data", required = true)]
+        data: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// The most benign lookalikes (a share) the chosen threshold may flag on the dev split.
+        #[arg(long, default_value_t = 0.02)]
+        max_lookalike_flags: f64,
+        #[arg(long, default_value_t = 400)]
+        steps: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        l2: f32,
+        /// Keep the questions' embeddings in this file and reuse them, so a
+        /// refit with other settings does not read every question again.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
+    /// Measure the safety check as the service runs it on labelled sets:
+    /// flagged share per harm category, false flags, the threshold curve
+    /// (SVG), its latency and the process's memory.
+    SafetyEval {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Labelled sets (JSON lines with `prompt` and `harm` or `category`).
+        #[arg(long = "workload", required = true)]
+        workload: Vec<PathBuf>,
+        /// Only the questions of this split (test: held out from training).
+        #[arg(long)]
+        split: Option<swarm_llm::safety_eval::Split>,
+        /// The plant rules alone, the learned layer off.
+        #[arg(long)]
+        rules_only: bool,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Write the questions it got wrong (harmful ones let through, benign
+        /// ones flagged) here, one JSON object a line.
+        #[arg(long)]
+        mistakes: Option<PathBuf>,
+    },
     /// Validate a config file; exits 78 when it has problems.
     CheckConfig { file: PathBuf },
     /// Print the default config as TOML.
@@ -215,6 +264,56 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG as u8)
             }
         },
+        Command::SafetyTrain {
+            config: path,
+            model,
+            data,
+            out,
+            max_lookalike_flags,
+            steps,
+            l2,
+            cache,
+        } => {
+            let config = match measuring_config(&path, &None) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let opts = swarm_llm::route::softmax::FitOptions { l2, steps };
+            finish(block_on(safety_train_command(
+                &config,
+                &model,
+                &data,
+                &out,
+                max_lookalike_flags,
+                opts,
+                cache.as_deref(),
+            )))
+        }
+        Command::SafetyEval {
+            config: path,
+            workload,
+            split,
+            rules_only,
+            json,
+            svg,
+            mistakes,
+        } => {
+            let mut config = match measuring_config(&path, &None) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if rules_only {
+                config.safety.learned.enabled = false;
+            }
+            finish(block_on(safety_eval_command(
+                &config,
+                &workload,
+                split,
+                json.as_deref(),
+                svg.as_deref(),
+                mistakes.as_deref(),
+            )))
+        }
         Command::PrintDefaultConfig => {
             print!(
                 "{}",
@@ -465,16 +564,9 @@ async fn load_records(
             let started = std::time::Instant::now();
             let records =
                 measure::collect(config, &items, &models, cloud.as_ref(), |done, total| {
-                    let filled = 30 * done / total.max(1);
-                    eprint!(
-                        "\r[{}{}] {done}/{total} questions, {:.0} s",
-                        "#".repeat(filled),
-                        " ".repeat(30 - filled),
-                        started.elapsed().as_secs_f64()
-                    );
+                    progress_bar("questions", done, total, started)
                 })
                 .await?;
-            eprintln!();
             records
         }
         (None, None) => anyhow::bail!("give --workload FILE or --from-records FILE"),
@@ -656,6 +748,149 @@ async fn measure_command(config: &Config, source: &AnswerSource) -> anyhow::Resu
 
 /// Runs `work` on a multi-threaded runtime, then waits for the model
 /// threads to free their llama.cpp state before the process may exit.
+fn progress_bar(what: &str, done: usize, total: usize, started: std::time::Instant) {
+    let filled = 30 * done / total.max(1);
+    eprint!(
+        "\r[{}{}] {done}/{total} {what}, {:.0} s",
+        "#".repeat(filled),
+        " ".repeat(30 - filled),
+        started.elapsed().as_secs_f64()
+    );
+    if done == total {
+        eprintln!();
+    }
+}
+
+async fn safety_train_command(
+    config: &Config,
+    model: &str,
+    data: &[PathBuf],
+    out: &Path,
+    max_lookalike_flags: f64,
+    opts: swarm_llm::route::softmax::FitOptions,
+    cache: Option<&Path>,
+) -> anyhow::Result<()> {
+    use swarm_llm::safety_eval;
+    let Some(mc) = config.models.iter().find(|m| m.name == model) else {
+        anyhow::bail!("no model named {model:?} in the config");
+    };
+    let mut examples = Vec::new();
+    for path in data {
+        examples.extend(safety_eval::read_set(path)?);
+    }
+    let handle = swarm_llm::inference::spawn_worker(
+        mc.clone(),
+        config.inference.system_prompt.clone(),
+        true,
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let embeddings = safety_eval::embed_all(&handle, &examples, cache, |d, t| {
+        progress_bar("questions embedded", d, t, started)
+    })
+    .await?;
+    let encoder = swarm_llm::route::harm::EncoderId {
+        description: format!(
+            "{} ({})",
+            mc.name,
+            mc.path
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+        ),
+        embedding_size: handle.info.embedding_size,
+        parameters: handle.info.parameters,
+        file_bytes: handle.info.file_bytes,
+    };
+    let (head, report) =
+        safety_eval::train(&examples, &embeddings, encoder, max_lookalike_flags, opts)?;
+    std::fs::write(out, serde_json::to_string(&head)? + "\n")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+async fn safety_eval_command(
+    config: &Config,
+    workload: &[PathBuf],
+    split: Option<swarm_llm::safety_eval::Split>,
+    json: Option<&Path>,
+    svg: Option<&Path>,
+    mistakes: Option<&Path>,
+) -> anyhow::Result<()> {
+    use swarm_llm::safety_eval;
+    let mut examples = Vec::new();
+    for path in workload {
+        examples.extend(safety_eval::read_set(path)?);
+    }
+    if let Some(split) = split {
+        examples.retain(|e| safety_eval::split_of(&e.prompt) == split);
+    }
+    let models = service::load_models(config).await?;
+    let screen = swarm_llm::safety_screen::SafetyScreen::new(config, &models)?;
+    let started = std::time::Instant::now();
+    let screened = safety_eval::screen_all(&screen, &examples, |d, t| {
+        progress_bar("questions screened", d, t, started)
+    })
+    .await;
+    let report = safety_eval::report(&screened);
+    println!(
+        "{:<32} {:>6} {:>8} {:>8} {:>10}",
+        "group", "total", "flagged", "share", "category"
+    );
+    for g in &report.groups {
+        println!(
+            "{:<32} {:>6} {:>8} {:>7.1}% {:>10}",
+            g.group,
+            g.total,
+            g.flagged,
+            100.0 * g.flagged as f64 / g.total.max(1) as f64,
+            if g.group == "lookalike" || g.group == "benign" {
+                String::new()
+            } else {
+                format!("{}/{}", g.right_category, g.flagged)
+            }
+        );
+    }
+    println!(
+        "harmful flagged: {}/{} ({:.1}%)",
+        report.harmful_flagged,
+        report.harmful_total,
+        100.0 * report.harmful_flagged as f64 / report.harmful_total.max(1) as f64
+    );
+    println!(
+        "safety check latency: p50 {:.1} ms, p95 {:.1} ms; resident memory {:.0} MiB (learned layer {})",
+        report.latency_p50_ms,
+        report.latency_p95_ms,
+        safety_eval::rss_mib(),
+        if screen.encoder().is_some() { "on" } else { "off" }
+    );
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some(path) = mistakes {
+        let mut lines = String::new();
+        for s in screened.iter().filter(|s| s.is_mistake()) {
+            lines += &(serde_json::to_string(s)? + "\n");
+        }
+        std::fs::write(path, lines)?;
+    }
+    if let Some(path) = svg {
+        let threshold = config
+            .safety
+            .learned
+            .threshold
+            .or_else(|| {
+                swarm_llm::safety_screen::load_head(&config.safety)
+                    .ok()
+                    .flatten()
+                    .map(|h| h.threshold)
+            })
+            .unwrap_or(1.0);
+        std::fs::write(path, safety_eval::curve_svg(&report, threshold))?;
+    }
+    Ok(())
+}
+
 fn block_on<F: std::future::Future>(work: F) -> F::Output {
     let out = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

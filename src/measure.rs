@@ -17,10 +17,11 @@ use tokio_util::sync::CancellationToken;
 use crate::cloud::CloudClient;
 use crate::config::Config;
 use crate::inference::ModelHandle;
+use crate::route::harm::SafetyAction;
 use crate::route::policy::{self, Facts, Gates, Policy, Route};
-use crate::route::safety::SafetyClassifier;
 use crate::route::signals::{auroc, prompt_difficulty, Signal, Uncertainty};
 use crate::route::vote::{self, Ballot, Outcome, Tally};
+use crate::safety_screen::{SafetyScreen, ScreenError};
 use crate::workload::{Category, Item};
 
 /// One model's answer to one question.
@@ -42,6 +43,9 @@ pub struct Record {
     pub prompt: String,
     pub safety_score: f32,
     pub safety_flagged: bool,
+    /// What the flag leads to (allow when not flagged).
+    pub safety_action: SafetyAction,
+    /// The harm categories that fired.
     pub safety_reasons: Vec<String>,
     pub difficulty: f32,
     /// Local models' answers, in the config's model order (easy and hard only).
@@ -62,12 +66,12 @@ pub async fn collect(
     models: &[ModelHandle],
     cloud: Option<&CloudClient>,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<Record>, crate::route::safety::SafetyError> {
-    let safety = SafetyClassifier::new(&config.safety)?;
+) -> Result<Vec<Record>, ScreenError> {
+    let safety = SafetyScreen::new(config, models)?;
     let never = CancellationToken::new();
     let mut records = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let a = safety.assess(&item.prompt);
+        let a = safety.assess(&item.prompt).await;
         let mut record = Record {
             id: item.id.clone(),
             category: item.category,
@@ -75,7 +79,12 @@ pub async fn collect(
             prompt: item.prompt.clone(),
             safety_score: a.score,
             safety_flagged: a.flagged,
-            safety_reasons: a.reasons.iter().map(|r| r.rule.clone()).collect(),
+            safety_action: a.action,
+            safety_reasons: a
+                .categories()
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
             difficulty: prompt_difficulty(&item.prompt),
             answers: vec![],
             cloud: None,
@@ -300,7 +309,7 @@ pub fn swarm_view(r: &Record, signal: Signal, min_agreement: f32, weights: &[f32
 /// it votes, every other model in turn; then the cloud.
 pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available: bool) -> Replay {
     let gates = Gates {
-        safety_flagged: r.safety_flagged,
+        safety: r.safety_action,
         cloud_allowed: true,
         cloud_available,
     };
@@ -412,6 +421,7 @@ mod tests {
             prompt: "What current does it draw".into(),
             safety_score: 0.0,
             safety_flagged: false,
+            safety_action: crate::route::harm::SafetyAction::Allow,
             safety_reasons: vec![],
             difficulty: 0.0,
             answers,

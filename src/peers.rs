@@ -253,11 +253,11 @@ mod tests {
             confidence: Some(confidence),
             uncertainty: None,
             difficulty: 0.0,
-            safety: SafetySignal {
-                score: 0.0,
-                flagged: false,
-                reasons: vec![],
-            },
+            safety: SafetySignal::from_assessment(
+                &crate::route::safety::SafetyClassifier::new(&Default::default())
+                    .unwrap()
+                    .assess("What is the capital of Australia"),
+            ),
         });
         r
     }

@@ -2,8 +2,10 @@
 //! local models and the cloud. The router stage calls [`Pipeline::answer`] for
 //! each accepted question; the measurement commands use the same code.
 //!
-//! 1. Safety assessment (rules, before any generation). Flagged: cloud with
-//!    a safety notice, or a refusal pointing to the safe procedure.
+//! 1. Safety assessment before any generation: the plant rules and the
+//!    learned harm check ([`crate::safety_screen`]). Flagged: our refusal
+//!    with the safe procedure, followed by the cloud's answer where the
+//!    category's action allows it.
 //! 2. The first model answers; its confidence (the policy's signal) and the
 //!    question's difficulty decide: keep it (`local`), ask the swarm, or the cloud.
 //! 3. The swarm vote reuses the first answer, asks the other models one at a
@@ -28,10 +30,12 @@ use crate::protocol::{
     millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetySignal, Signals,
     Timing, Vote,
 };
+use crate::route::harm::SafetyAction;
 use crate::route::policy::{self, AfterFirst, AfterVote, BeforeGeneration, Gates, Policy};
-use crate::route::safety::{Assessment, SafetyClassifier, SafetyError};
+use crate::route::safety::Assessment;
 use crate::route::signals::{prompt_difficulty, Uncertainty};
 use crate::route::vote::{Ballot, Outcome, Tally};
+use crate::safety_screen::{SafetyScreen, ScreenError};
 use crate::topic;
 
 /// The system prompt for a safety-flagged question sent to the cloud.
@@ -44,7 +48,7 @@ pub struct Pipeline {
     node: String,
     system_prompt: String,
     policy: Policy,
-    safety: SafetyClassifier,
+    safety: SafetyScreen,
     /// The model that answers first, then the others of the swarm, in voting order.
     first: ModelHandle,
     others: Vec<(ModelHandle, f32)>,
@@ -84,7 +88,7 @@ impl Pipeline {
         config: &Config,
         models: &[ModelHandle],
         cloud: Option<CloudClient>,
-    ) -> Result<Self, SafetyError> {
+    ) -> Result<Self, ScreenError> {
         let by_name: HashMap<&str, &ModelHandle> =
             models.iter().map(|m| (m.info.name.as_str(), m)).collect();
         let weight = |name: &str| config.vote_weight(name);
@@ -99,7 +103,7 @@ impl Pipeline {
             node: config.node.clone(),
             system_prompt: config.inference.system_prompt.clone(),
             policy: config.policy.clone(),
-            safety: SafetyClassifier::new(&config.safety)?,
+            safety: SafetyScreen::new(config, models)?,
             first: by_name[first_name.as_str()].clone(),
             others,
             first_weight: weight(&first_name),
@@ -125,7 +129,7 @@ impl Pipeline {
 
     fn gates(&self, assessment: &Assessment, topic: &str) -> Gates {
         Gates {
-            safety_flagged: assessment.flagged,
+            safety: assessment.action,
             cloud_allowed: !self
                 .cloud_never
                 .iter()
@@ -157,20 +161,20 @@ impl Pipeline {
         abort: &CancellationToken,
     ) -> Reply {
         let deadline = received + Duration::from_millis(req.deadline_ms);
-        let assessment = self.safety.assess(&req.question);
+        let screened = Instant::now();
+        let assessment = self.safety.assess(&req.question).await;
+        let mut timing = Timing {
+            safety_ms: millis(screened.elapsed()),
+            ..Timing::default()
+        };
         let difficulty = prompt_difficulty(&req.question);
         let mut reply = Reply::empty(Some(req.id.clone()), &self.node);
         let mut signals = Signals {
             confidence: None,
             uncertainty: None,
             difficulty,
-            safety: SafetySignal {
-                score: assessment.score,
-                flagged: assessment.flagged,
-                reasons: assessment.reasons.iter().map(|r| r.rule.clone()).collect(),
-            },
+            safety: SafetySignal::from_assessment(&assessment),
         };
-        let mut timing = Timing::default();
         let gates = self.gates(&assessment, &req.topic);
 
         let answer = if req.vote {
@@ -189,7 +193,13 @@ impl Pipeline {
             match policy::before_generation(gates) {
                 BeforeGeneration::Refuse => {
                     reply.safety_notice = Some(safety_notice(&assessment));
-                    Ok(refusal(&assessment, &self.cloud_unusable_reason(gates)))
+                    let why = match assessment.action {
+                        SafetyAction::Refuse => {
+                            "this site answers such questions only with the safe procedure".into()
+                        }
+                        _ => self.cloud_unusable_reason(gates),
+                    };
+                    Ok(refusal(&assessment, Some(&why)))
                 }
                 BeforeGeneration::SafetyCloud => {
                     reply.safety_notice = Some(safety_notice(&assessment));
@@ -204,8 +214,18 @@ impl Pipeline {
                             )
                             .await
                         {
-                            Ok(a) => a,
-                            Err(e) => refusal(&assessment, &format!("the cloud failed: {e}")),
+                            // Our refusal and procedure lead; the cloud's
+                            // text follows and can never replace them.
+                            Ok(cloud) => Answer {
+                                text: format!(
+                                    "{}\n\nMore from {}: {}",
+                                    refusal(&assessment, None).text,
+                                    cloud.model,
+                                    cloud.text
+                                ),
+                                ..cloud
+                            },
+                            Err(e) => refusal(&assessment, Some(&format!("the cloud failed: {e}"))),
                         },
                     )
                 }
@@ -393,7 +413,10 @@ impl Pipeline {
     ) -> Result<Answer, InferenceError> {
         if assessment.flagged {
             reply.safety_notice = Some(safety_notice(assessment));
-            return Ok(refusal(assessment, "a peer's vote never goes to the cloud"));
+            return Ok(refusal(
+                assessment,
+                Some("a peer's vote never goes to the cloud"),
+            ));
         }
         let (first, _) = self
             .first_answer(req, received, deadline, abort, reply, signals, timing)
@@ -570,8 +593,10 @@ async fn generate(
 
 fn safety_notice(a: &Assessment) -> String {
     let reasons: Vec<&str> = a.reasons.iter().map(|r| r.reason.as_str()).collect();
+    let categories: Vec<&str> = a.categories().iter().map(|c| c.as_str()).collect();
     format!(
-        "Safety: this question was flagged ({}). {}",
+        "Safety: this question was flagged as {} ({}). {}",
+        categories.join(", "),
         reasons.join("; "),
         advice(a)
     )
@@ -587,14 +612,16 @@ fn advice(a: &Assessment) -> String {
     seen.join(" ")
 }
 
-/// The conservative answer to a safety-flagged question nobody safe can answer.
-fn refusal(a: &Assessment, why_no_cloud: &str) -> Answer {
+/// Our answer to a safety-flagged question: the refusal and the safe
+/// procedure, and why nothing more follows where nothing does.
+fn refusal(a: &Assessment, why_nothing_more: Option<&str>) -> Answer {
+    let why = why_nothing_more.map_or_else(String::new, |w| format!(" and {w}"));
     Answer {
         text: format!(
-            "I can't help with that here: the question was flagged as a safety hazard and {why_no_cloud}. {}",
+            "I can't help with that: the question was flagged as a safety hazard{why}. {}",
             advice(a)
         ),
-        model: "safety-rules".into(),
+        model: "safety-check".into(),
         route: Route::Refuse,
         degraded: None,
     }

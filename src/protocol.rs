@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::route::harm::{HarmCategory, HarmScore, SafetyAction};
+use crate::route::safety::{Assessment, Layer};
 use crate::route::signals::Uncertainty;
 use crate::topic;
 
@@ -376,10 +378,53 @@ pub struct Signals {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SafetySignal {
+    /// The rules' score or the learned probability of harm, whichever is higher.
     pub score: f32,
     pub flagged: bool,
-    /// Names of the rules that fired.
-    pub reasons: Vec<String>,
+    /// What the flag led to: `allow` (not flagged), `cloud` or `refuse`.
+    #[serde(default = "allow")]
+    pub action: SafetyAction,
+    /// The harm categories that fired (e.g. `plant_hazard`, `self_harm`).
+    pub reasons: Vec<HarmCategory>,
+    /// Each reason with the layer that fired it: `rules` (with the rule's
+    /// name) or `learned`.
+    #[serde(default)]
+    pub layers: Vec<SafetyLayer>,
+    /// The learned layer's verdict, flagged or not, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<HarmScore>,
+}
+
+fn allow() -> SafetyAction {
+    SafetyAction::Allow
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SafetyLayer {
+    pub layer: Layer,
+    pub rule: String,
+    pub category: HarmCategory,
+}
+
+impl SafetySignal {
+    pub fn from_assessment(a: &Assessment) -> Self {
+        Self {
+            score: a.score,
+            flagged: a.flagged,
+            action: a.action,
+            reasons: a.categories(),
+            layers: a
+                .reasons
+                .iter()
+                .map(|r| SafetyLayer {
+                    layer: r.layer,
+                    rule: r.rule.clone(),
+                    category: r.category,
+                })
+                .collect(),
+            learned: a.learned,
+        }
+    }
 }
 
 /// One model's answer in a swarm vote.
@@ -404,6 +449,9 @@ pub struct CloudUsage {
 /// Where the time of an answered question went, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
+    /// The safety check before generation (rules and the learned layer).
+    #[serde(default)]
+    pub safety_ms: f64,
     /// From receipt until the first model started on it (decoding, queues).
     pub queue_ms: f64,
     /// The first model's prompt processing: its time to first token.

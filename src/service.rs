@@ -38,7 +38,7 @@ use crate::peers::Peers;
 use crate::pipeline::Pipeline;
 use crate::protocol::DecodeRules;
 use crate::ratelimit::RateLimiter;
-use crate::route::safety::SafetyError;
+use crate::safety_screen::{self, ScreenError};
 use crate::stages::mqtt_out::{MqttOut, StatusPayloads};
 use crate::stages::{intake::Intake, mqtt_in::MqttIn, router::Router};
 use crate::systemd;
@@ -50,7 +50,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Mqtt(#[from] MqttError),
     #[error(transparent)]
-    Safety(#[from] SafetyError),
+    Safety(#[from] ScreenError),
     #[error("cloud client: {0}")]
     Cloud(#[from] CloudError),
     #[error(transparent)]
@@ -89,12 +89,22 @@ fn status(config: &Config, state: &str, models: &[ModelHandle], journal: Option<
     .expect("status serialises")
 }
 
-/// Loads every configured model, each on its own thread.
-pub async fn load_models(config: &Config) -> Result<Vec<ModelHandle>, InferenceError> {
+/// Loads every configured model, each on its own thread; the one that reads
+/// questions for the learned safety check gets an encoder too.
+pub async fn load_models(config: &Config) -> Result<Vec<ModelHandle>, ServiceError> {
+    let head = safety_screen::load_head(&config.safety)?;
+    let encoder = head
+        .as_ref()
+        .and_then(|h| safety_screen::encoder_model(config, h));
     let mut models = Vec::with_capacity(config.models.len());
     for m in &config.models {
         models.push(
-            inference::spawn_worker(m.clone(), config.inference.system_prompt.clone()).await?,
+            inference::spawn_worker(
+                m.clone(),
+                config.inference.system_prompt.clone(),
+                encoder == Some(m.name.as_str()),
+            )
+            .await?,
         );
     }
     Ok(models)

@@ -117,3 +117,39 @@ fn a_corrupt_model_file_exits_65_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_refuses_bad_safety_settings_and_names_each() {
+    // An unknown harm category is a parse error that names it.
+    let out = check_config(
+        "node = \"a\"\n[safety.actions]\nrudeness = \"refuse\"\n[[models]]\nname = \"m\"\npath = \"model.gguf\"\n",
+    );
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rudeness") && err.contains("self_harm"),
+        "{err}"
+    );
+    // An unknown action likewise.
+    let out = check_config(
+        "node = \"a\"\n[safety.actions]\nself_harm = \"ignore\"\n[[models]]\nname = \"m\"\npath = \"model.gguf\"\n",
+    );
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ignore"));
+    // The learned layer's keys, all at once.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad-head.json"), b"{\"not\": \"a head\"}").unwrap();
+    let out = check_config(&format!(
+        "node = \"a\"\n[safety.learned]\nmodel = \"nope\"\nthreshold = 1.5\nhead = {:?}\n[[models]]\nname = \"m\"\npath = \"model.gguf\"\n",
+        dir.path().join("bad-head.json")
+    ));
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in [
+        "safety.learned.model:",
+        "safety.learned.threshold:",
+        "safety.learned.head:",
+    ] {
+        assert!(err.contains(key), "{key} missing from:\n{err}");
+    }
+}

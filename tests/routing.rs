@@ -61,12 +61,26 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
     )
     .await;
     assert_eq!(reply["route"], "cloud", "{reply}");
-    assert_eq!(reply["signals"]["safety"]["flagged"], true);
-    assert!(reply["signals"]["safety"]["reasons"]
+    let safety = &reply["signals"]["safety"];
+    assert_eq!(safety["flagged"], true);
+    assert_eq!(safety["action"], "cloud");
+    assert!(safety["reasons"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|r| r == "defeat_protection"));
+        .any(|r| r == "plant_hazard"));
+    assert!(safety["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["layer"] == "rules" && l["rule"] == "defeat_protection"));
+    // Our refusal and the safe procedure lead; the cloud's text follows.
+    let answer = reply["answer"].as_str().unwrap();
+    assert!(answer.starts_with("I can't help with that"), "{reply}");
+    let cloud_at = answer
+        .find("More from cloud:qwen15:")
+        .expect("the cloud's text follows");
+    assert!(answer[..cloud_at].contains("lock it out"), "{reply}");
     assert!(
         reply["safety_notice"]
             .as_str()

@@ -9,6 +9,12 @@
 //!
 //! Between tokens the worker checks the job's deadline and cancellation token,
 //! so a question that is out of time or abandoned frees the model at once.
+//!
+//! The model that reads questions for the learned safety check also gets an
+//! encoder: a second thread with a small context of its own in llama.cpp's
+//! embedding mode, on the same weights (no second copy in memory). It serves
+//! [`EncodeJob`]s from its own queue, so a safety check never waits behind a
+//! generation.
 
 pub mod sampling;
 
@@ -18,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -60,6 +66,19 @@ pub enum InferenceError {
     Decode { model: String, message: String },
     #[error("model {model}: worker thread is gone")]
     WorkerGone { model: String },
+    #[error("model {model} has no encoder for the safety check")]
+    NoEncoder { model: String },
+}
+
+/// Tokens the encoder reads: a longer question is read by its head and tail
+/// halves. This bounds the safety check's time (about 7 ms a token for
+/// SmolLM2 on two cores); the plant rules still read the whole question.
+const ENCODER_CONTEXT: usize = 128;
+
+/// A text to embed (the learned safety check's input).
+pub struct EncodeJob {
+    pub text: String,
+    pub reply: oneshot::Sender<Result<Vec<f32>, InferenceError>>,
 }
 
 /// One question for a model.
@@ -122,6 +141,9 @@ pub struct ModelInfo {
     pub context: u32,
     pub file_bytes: u64,
     pub parameters: u64,
+    /// Size of the encoder's embeddings: twice the model's hidden width
+    /// (see [`ModelHandle::embed`]).
+    pub embedding_size: usize,
 }
 
 /// Whether a worker thread is alive and well: busy with a job, and when it
@@ -169,6 +191,7 @@ impl WorkerHealth {
 pub struct ModelHandle {
     pub info: ModelInfo,
     jobs: mpsc::Sender<Job>,
+    encodes: Option<mpsc::Sender<EncodeJob>>,
     health: Arc<WorkerHealth>,
 }
 
@@ -196,6 +219,25 @@ impl ModelHandle {
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
+    }
+
+    /// The text's embedding from the model's encoder thread: the mean of the
+    /// last hidden states over its tokens, then the last token's state
+    /// (twice the model's width).
+    pub async fn embed(&self, text: String) -> Result<Vec<f32>, InferenceError> {
+        let model = || self.info.name.clone();
+        let encodes = self
+            .encodes
+            .as_ref()
+            .ok_or_else(|| InferenceError::NoEncoder { model: model() })?;
+        let (reply, embedding) = oneshot::channel();
+        encodes
+            .send(EncodeJob { text, reply })
+            .await
+            .map_err(|_| InferenceError::WorkerGone { model: model() })?;
+        embedding
+            .await
+            .map_err(|_| InferenceError::WorkerGone { model: model() })?
     }
 
     pub fn health(&self) -> &WorkerHealth {
@@ -253,13 +295,22 @@ pub fn wait_for_workers(limit: Duration) -> bool {
     !timeout.timed_out()
 }
 
-/// Starts the worker thread for one model and waits until the model is loaded.
-/// Dropping every clone of the returned handle ends the thread.
+/// Starts the worker thread for one model, with an encoder thread when
+/// `encoder` is set, and waits until the model is loaded. Dropping every
+/// clone of the returned handle ends the threads.
 pub async fn spawn_worker(
     config: ModelConfig,
     system_prompt: String,
+    encoder: bool,
 ) -> Result<ModelHandle, InferenceError> {
     let (jobs_tx, jobs_rx) = mpsc::channel(config.queue_depth);
+    let (encodes_tx, encodes_rx) = match encoder {
+        true => {
+            let (tx, rx) = mpsc::channel(config.queue_depth);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     let (ready_tx, ready_rx) = oneshot::channel();
     let name = config.name.clone();
     let health = Arc::new(WorkerHealth::default());
@@ -268,7 +319,14 @@ pub async fn spawn_worker(
     std::thread::Builder::new()
         .name(format!("llm-{}", config.name))
         .spawn(move || {
-            worker_main(config, system_prompt, jobs_rx, ready_tx, worker_health);
+            worker_main(
+                config,
+                system_prompt,
+                jobs_rx,
+                encodes_rx,
+                ready_tx,
+                worker_health,
+            );
             // Only now are the model and its context freed.
             LiveWorkers::ended();
         })
@@ -286,6 +344,7 @@ pub async fn spawn_worker(
     Ok(ModelHandle {
         info,
         jobs: jobs_tx,
+        encodes: encodes_tx,
         health,
     })
 }
@@ -313,6 +372,7 @@ fn worker_main(
     config: ModelConfig,
     system_prompt: String,
     mut jobs: mpsc::Receiver<Job>,
+    encodes: Option<mpsc::Receiver<EncodeJob>>,
     ready: oneshot::Sender<Result<ModelInfo, InferenceError>>,
     health: Arc<WorkerHealth>,
 ) {
@@ -354,11 +414,35 @@ fn worker_main(
             return;
         }
     };
+    // The encoder's context: every token's last hidden state comes back.
+    let encoder = match encodes {
+        None => None,
+        Some(rx) => {
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(ENCODER_CONTEXT as u32))
+                .with_n_batch(ENCODER_CONTEXT as u32)
+                .with_n_ubatch(ENCODER_CONTEXT as u32)
+                .with_embeddings(true)
+                .with_pooling_type(LlamaPoolingType::None)
+                .with_n_threads(threads)
+                .with_n_threads_batch(threads);
+            match model.new_context(backend(), params) {
+                Ok(c) => Some((c, rx)),
+                Err(e) => {
+                    let _ = ready.send(Err(load_err(format!(
+                        "cannot create the encoder's context: {e}"
+                    ))));
+                    return;
+                }
+            }
+        }
+    };
     let info = ModelInfo {
         name: config.name.clone(),
         context: ctx.n_ctx(),
         file_bytes: std::fs::metadata(&config.path).map_or(0, |m| m.len()),
         parameters: model.n_params(),
+        embedding_size: 2 * model.n_embd().max(0) as usize,
     };
     tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = config.gpu_layers, "model loaded");
     let batch = LlamaBatch::new(config.context_size as usize, 1);
@@ -374,16 +458,97 @@ fn worker_main(
     if ready.send(Ok(info)).is_err() {
         return;
     }
+    // The encoder borrows the model, so it runs in a scope that ends before
+    // the model is freed.
+    std::thread::scope(|scope| {
+        if let Some((ctx, rx)) = encoder {
+            let model = &model;
+            let name = worker.config.name.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("enc-{name}"))
+                .spawn_scoped(scope, move || encoder_main(name, model, ctx, rx));
+            if let Err(e) = spawned {
+                tracing::error!(model = %worker.config.name, error = %e, "cannot start the encoder thread");
+            }
+        }
+        while let Some(job) = jobs.blocking_recv() {
+            if job.reply.is_closed() {
+                continue; // the asker gave up while the job was queued
+            }
+            health.start_job();
+            let result = worker.generate(&job, &health);
+            health.finish_job();
+            let _ = job.reply.send(result);
+        }
+        tracing::debug!(model = %worker.config.name, "worker stopped");
+    });
+}
+
+fn encoder_main(
+    name: String,
+    model: &LlamaModel,
+    mut ctx: LlamaContext<'_>,
+    mut jobs: mpsc::Receiver<EncodeJob>,
+) {
+    let mut batch = LlamaBatch::new(ENCODER_CONTEXT, 1);
     while let Some(job) = jobs.blocking_recv() {
         if job.reply.is_closed() {
-            continue; // the asker gave up while the job was queued
+            continue;
         }
-        health.start_job();
-        let result = worker.generate(&job, &health);
-        health.finish_job();
+        let result =
+            encode(model, &mut ctx, &mut batch, &job.text).map_err(|e| InferenceError::Decode {
+                model: name.clone(),
+                message: e,
+            });
         let _ = job.reply.send(result);
     }
-    tracing::debug!(model = %worker.config.name, "worker stopped");
+    tracing::debug!(model = %name, "encoder stopped");
+}
+
+/// The mean of the last hidden states over the text's tokens (with BOS),
+/// followed by the last token's: in a causal model only the last one has
+/// read the whole text. A text longer than the encoder's context is read by
+/// its head and tail.
+fn encode(
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    text: &str,
+) -> Result<Vec<f32>, String> {
+    // Special-token parsing off: the question stays text (see crate::prompt).
+    let mut tokens = model.vocab().tokenize(text.as_bytes(), true, false);
+    if tokens.len() > ENCODER_CONTEXT {
+        let half = ENCODER_CONTEXT / 2;
+        tokens.drain(half..tokens.len() - half);
+    }
+    ctx.clear_kv_cache_seq(None, None, None)
+        .map_err(|e| e.to_string())?;
+    batch.clear();
+    for (i, t) in tokens.iter().enumerate() {
+        batch
+            .add(*t, i as i32, &[0], true)
+            .map_err(|e| e.to_string())?;
+    }
+    ctx.decode(batch).map_err(|e| e.to_string())?;
+    let n = tokens.len();
+    if n == 0 {
+        return Err("nothing to read: the text has no tokens".into());
+    }
+    let mut mean: Vec<f32> = Vec::new();
+    for i in 0..n {
+        let state = ctx.embeddings_ith(i as i32).map_err(|e| e.to_string())?;
+        if mean.is_empty() {
+            mean = vec![0.0; state.len()];
+        }
+        for (m, v) in mean.iter_mut().zip(state) {
+            *m += v / n as f32;
+        }
+    }
+    let last = ctx
+        .embeddings_ith(n as i32 - 1)
+        .map_err(|e| e.to_string())?;
+    mean.extend_from_slice(last);
+    Ok(mean)
 }
 
 /// Renders the model's prompt around the question's place (the file's chat

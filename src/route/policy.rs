@@ -3,9 +3,10 @@
 //! follows these decisions and does the I/O.
 //!
 //! 1. Before generation: a safety-flagged question never gets a lone small
-//!    model's answer. It goes to the cloud with a safety notice, or, where the
-//!    cloud is not allowed (data residency) or not reachable, is refused with
-//!    the safe procedure.
+//!    model's answer. Where its category's action is `cloud`, it goes to the
+//!    cloud behind our refusal and safety notice; where the action is
+//!    `refuse`, or the cloud is not allowed (data residency) or not
+//!    reachable, it is refused with the safe procedure.
 //! 2. After the first model's answer: confident enough (and the question not
 //!    too hard) -> `local`; hopeless -> `cloud`; in between -> a swarm vote.
 //! 3. After the vote: agreement high enough -> `swarm`; else `cloud`.
@@ -15,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::harm::SafetyAction;
 use super::signals::Signal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -99,7 +101,8 @@ impl Policy {
 /// What the question's context allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gates {
-    pub safety_flagged: bool,
+    /// What the safety check decided (`allow`: not flagged).
+    pub safety: SafetyAction,
     /// Data residency allows this question to leave the board.
     pub cloud_allowed: bool,
     /// The cloud client would try now (configured, breaker closed, budget left).
@@ -122,10 +125,10 @@ pub enum BeforeGeneration {
 }
 
 pub fn before_generation(g: Gates) -> BeforeGeneration {
-    match (g.safety_flagged, g.cloud_usable()) {
-        (true, true) => BeforeGeneration::SafetyCloud,
-        (true, false) => BeforeGeneration::Refuse,
-        (false, _) => BeforeGeneration::AnswerLocally,
+    match g.safety {
+        SafetyAction::Allow => BeforeGeneration::AnswerLocally,
+        SafetyAction::Cloud if g.cloud_usable() => BeforeGeneration::SafetyCloud,
+        SafetyAction::Cloud | SafetyAction::Refuse => BeforeGeneration::Refuse,
     }
 }
 
@@ -147,7 +150,7 @@ pub fn after_first(
     p: &Policy,
 ) -> AfterFirst {
     debug_assert!(
-        !g.safety_flagged,
+        g.safety == SafetyAction::Allow,
         "flagged questions never reach a local answer"
     );
     if confidence >= p.local_min_confidence && difficulty < p.local_max_difficulty {
@@ -215,13 +218,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn gates() -> impl Strategy<Value = Gates> {
-        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
-            |(safety_flagged, cloud_allowed, cloud_available)| Gates {
-                safety_flagged,
+        (
+            prop_oneof![
+                Just(SafetyAction::Allow),
+                Just(SafetyAction::Cloud),
+                Just(SafetyAction::Refuse)
+            ],
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(safety, cloud_allowed, cloud_available)| Gates {
+                safety,
                 cloud_allowed,
                 cloud_available,
-            },
-        )
+            })
     }
 
     fn policy() -> impl Strategy<Value = Policy> {
@@ -256,7 +266,7 @@ mod tests {
     proptest! {
         #[test]
         fn a_safety_flagged_question_is_never_answered_by_small_models(f in facts(), p in policy()) {
-            let f = Facts { gates: Gates { safety_flagged: true, ..f.gates }, ..f };
+            let f = Facts { gates: Gates { safety: SafetyAction::Cloud, ..f.gates }, ..f };
             let (route, _) = decide(&f, &p);
             prop_assert!(route == Route::Cloud || route == Route::Refuse);
             if !(f.gates.cloud_allowed && f.gates.cloud_available) {
@@ -265,15 +275,21 @@ mod tests {
         }
 
         #[test]
+        fn a_refuse_action_is_refused_whatever_the_cloud(f in facts(), p in policy()) {
+            let f = Facts { gates: Gates { safety: SafetyAction::Refuse, ..f.gates }, ..f };
+            prop_assert_eq!(decide(&f, &p), (Route::Refuse, false));
+        }
+
+        #[test]
         fn more_uncertainty_never_moves_towards_local(f in facts(), p in policy(), lower in 0.0f32..=1.0) {
-            let f = Facts { gates: Gates { safety_flagged: false, ..f.gates }, ..f };
+            let f = Facts { gates: Gates { safety: SafetyAction::Allow, ..f.gates }, ..f };
             let less_sure = Facts { confidence: f.confidence.min(lower), ..f };
             prop_assert!(decide(&less_sure, &p).0 >= decide(&f, &p).0);
         }
 
         #[test]
         fn harder_questions_never_move_towards_local(f in facts(), p in policy(), harder in 0.0f32..=1.0) {
-            let f = Facts { gates: Gates { safety_flagged: false, ..f.gates }, ..f };
+            let f = Facts { gates: Gates { safety: SafetyAction::Allow, ..f.gates }, ..f };
             let h = Facts { difficulty: f.difficulty.max(harder), ..f };
             prop_assert!(decide(&h, &p).0 >= decide(&f, &p).0);
         }
@@ -297,7 +313,7 @@ mod tests {
     #[test]
     fn the_three_steps() {
         let g = Gates {
-            safety_flagged: false,
+            safety: SafetyAction::Allow,
             cloud_allowed: true,
             cloud_available: true,
         };
@@ -327,7 +343,7 @@ mod tests {
         assert_eq!(decide(&offline, &p), (Route::Swarm, true));
         let residency = Facts {
             gates: Gates {
-                safety_flagged: true,
+                safety: SafetyAction::Cloud,
                 cloud_allowed: false,
                 ..g
             },

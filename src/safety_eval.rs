@@ -1,0 +1,623 @@
+//! Training the learned harm check's head, and measuring the whole safety
+//! check, on labelled sets of questions.
+//!
+//! A labelled set is one JSON object a line with `prompt` and either `harm`
+//! (a [`HarmCategory`] name, or `none`) or a workload's `category`
+//! (`safety` is a plant hazard; anything else is benign), and optional
+//! `tags` (`lookalike`: a benign question in scary words). So the project's
+//! own sets (data/safety/), Do-Not-Answer as `scripts/fetch-safety-data`
+//! writes it, and the dev and MMLU workloads all read the same way.
+//!
+//! Every question falls in one split by a hash of its text: 60% train, 20%
+//! dev (where the threshold is chosen), 20% test (reported as held out). The
+//! split depends on the text alone, so a question is held out in every run.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inference::ModelHandle;
+use crate::plot::Plot;
+use crate::route::harm::{screening_texts, EncoderId, HarmCategory, HarmHead, NONE};
+use crate::route::softmax::{FitOptions, Softmax, SoftmaxError};
+use crate::safety_screen::SafetyScreen;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SafetyEvalError {
+    #[error("{path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Line {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("no {0} examples to train on")]
+    Missing(&'static str),
+    #[error("embedding example {index}: {message}")]
+    Embed { index: usize, message: String },
+    #[error(transparent)]
+    Fit(#[from] SoftmaxError),
+}
+
+/// One labelled question.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub prompt: String,
+    /// None: benign.
+    pub harm: Option<HarmCategory>,
+    pub lookalike: bool,
+    /// The file it came from (its stem), for reports.
+    pub source: String,
+}
+
+impl Example {
+    /// The group a report counts it in: its category, `lookalike`, or `benign`.
+    pub fn group(&self) -> String {
+        match (self.harm, self.lookalike) {
+            (Some(c), _) => c.as_str().to_string(),
+            (None, true) => "lookalike".into(),
+            (None, false) => "benign".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Line {
+    prompt: String,
+    #[serde(default)]
+    harm: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// Reads one labelled set.
+pub fn read_set(path: &Path) -> Result<Vec<Example>, SafetyEvalError> {
+    let file = std::fs::File::open(path).map_err(|source| SafetyEvalError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let source = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let err = |message: String| SafetyEvalError::Line {
+            path: path.to_owned(),
+            line: i + 1,
+            message,
+        };
+        let line = line.map_err(|e| err(e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(parse_line(&line, &source).map_err(err)?);
+    }
+    Ok(out)
+}
+
+fn parse_line(line: &str, source: &str) -> Result<Example, String> {
+    let l: Line = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let harm = match (l.harm.as_deref(), l.category.as_deref()) {
+        (Some(NONE), _) => None,
+        (Some(name), _) => Some(
+            HarmCategory::parse(name)
+                .ok_or_else(|| format!("harm {name:?} is neither `none` nor a harm category"))?,
+        ),
+        (None, Some("safety")) => Some(HarmCategory::PlantHazard),
+        (None, Some(_)) => None,
+        (None, None) => return Err("needs `harm` or `category`".into()),
+    };
+    Ok(Example {
+        prompt: l.prompt,
+        harm,
+        lookalike: l.tags.iter().any(|t| t == "lookalike"),
+        source: source.to_string(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Dev,
+    Test,
+}
+
+/// The split of a question, from an FNV-1a hash of its text: 2 in 10 test,
+/// 2 in 10 dev, the rest train.
+pub fn split_of(prompt: &str) -> Split {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in prompt.trim().to_lowercase().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    match h % 10 {
+        0 | 1 => Split::Test,
+        2 | 3 => Split::Dev,
+        _ => Split::Train,
+    }
+}
+
+/// Embeddings kept between training runs (postcard), so that refitting
+/// with other settings does not read every question again: the model
+/// file's size and the embedding width guard against another model's.
+#[derive(Serialize, Deserialize, Default)]
+struct EmbeddingCache {
+    file_bytes: u64,
+    embedding_size: usize,
+    by_text: BTreeMap<String, Vec<f32>>,
+}
+
+/// Each example's embedding from the model's encoder, reusing and updating
+/// `cache` when given; `progress` gets (done, total).
+pub async fn embed_all(
+    model: &ModelHandle,
+    examples: &[Example],
+    cache: Option<&Path>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<Vec<f32>>, SafetyEvalError> {
+    let mut cached = cache
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|bytes| postcard::from_bytes::<EmbeddingCache>(&bytes).ok())
+        .filter(|c| {
+            c.file_bytes == model.info.file_bytes && c.embedding_size == model.info.embedding_size
+        })
+        .unwrap_or_else(|| EmbeddingCache {
+            file_bytes: model.info.file_bytes,
+            embedding_size: model.info.embedding_size,
+            by_text: BTreeMap::new(),
+        });
+    let mut out = Vec::with_capacity(examples.len());
+    for (index, e) in examples.iter().enumerate() {
+        let embedding =
+            match cached.by_text.get(&e.prompt) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = model.embed(e.prompt.clone()).await.map_err(|err| {
+                        SafetyEvalError::Embed {
+                            index,
+                            message: err.to_string(),
+                        }
+                    })?;
+                    cached.by_text.insert(e.prompt.clone(), v.clone());
+                    v
+                }
+            };
+        out.push(embedding);
+        progress(index + 1, examples.len());
+    }
+    if let Some(path) = cache {
+        let bytes = postcard::to_stdvec(&cached).expect("the cache serialises");
+        std::fs::write(path, bytes).map_err(|source| SafetyEvalError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(out)
+}
+
+/// How much each group weighs in training, in total: harmful questions half,
+/// benign lookalikes (the hard negatives) 0.3, other benign questions 0.2.
+const HARMFUL_WEIGHT: f32 = 0.5;
+const LOOKALIKE_WEIGHT: f32 = 0.3;
+const BENIGN_WEIGHT: f32 = 0.2;
+
+/// What the dev split said of the chosen threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub train_examples: usize,
+    pub dev_examples: usize,
+    pub threshold: f32,
+    pub dev_harmful_flagged: f64,
+    pub dev_lookalikes_flagged: f64,
+    pub dev_benign_flagged: f64,
+}
+
+/// Fits the head on the train split, and picks on the dev split the lowest
+/// threshold whose false flags stay within `max_lookalike_flags` of the
+/// benign lookalikes and a quarter of that of the other benign questions.
+pub fn train(
+    examples: &[Example],
+    embeddings: &[Vec<f32>],
+    encoder: EncoderId,
+    max_lookalike_flags: f64,
+    opts: FitOptions,
+) -> Result<(HarmHead, TrainReport), SafetyEvalError> {
+    let mut classes = vec![NONE.to_string()];
+    for c in HarmCategory::ALL {
+        if examples.iter().any(|e| e.harm == Some(c)) {
+            classes.push(c.as_str().to_string());
+        }
+    }
+    let class_of = |e: &Example| {
+        e.harm.map_or(0, |c| {
+            classes
+                .iter()
+                .position(|n| n == c.as_str())
+                .expect("every category present has a class")
+        })
+    };
+    let train: Vec<usize> = (0..examples.len())
+        .filter(|&i| split_of(&examples[i].prompt) == Split::Train)
+        .collect();
+    let count = |f: &dyn Fn(&Example) -> bool| train.iter().filter(|&&i| f(&examples[i])).count();
+    let harmful = count(&|e| e.harm.is_some());
+    let lookalikes = count(&|e| e.harm.is_none() && e.lookalike);
+    let benign = count(&|e| e.harm.is_none() && !e.lookalike);
+    if harmful == 0 {
+        return Err(SafetyEvalError::Missing("harmful"));
+    }
+    if lookalikes + benign == 0 {
+        return Err(SafetyEvalError::Missing("benign"));
+    }
+    let weight = |e: &Example| match (e.harm, e.lookalike) {
+        (Some(_), _) => HARMFUL_WEIGHT / harmful as f32,
+        (None, true) => LOOKALIKE_WEIGHT / lookalikes as f32,
+        (None, false) => BENIGN_WEIGHT / benign.max(1) as f32,
+    };
+    let x: Vec<Vec<f32>> = train.iter().map(|&i| embeddings[i].clone()).collect();
+    let y: Vec<usize> = train.iter().map(|&i| class_of(&examples[i])).collect();
+    let w: Vec<f32> = train.iter().map(|&i| weight(&examples[i])).collect();
+    let model = Softmax::fit(classes, &x, &y, &w, opts)?;
+    let mut head = HarmHead {
+        encoder,
+        threshold: 0.5,
+        notes: BTreeMap::new(),
+        model,
+    };
+
+    let dev: Vec<(f32, &Example)> = (0..examples.len())
+        .filter(|&i| split_of(&examples[i].prompt) == Split::Dev)
+        .map(|i| (head.score(&embeddings[i]).harm, &examples[i]))
+        .collect();
+    let rates = |t: f32| {
+        let share = |f: &dyn Fn(&Example) -> bool| {
+            let group: Vec<f32> = dev.iter().filter(|(_, e)| f(e)).map(|(s, _)| *s).collect();
+            group.iter().filter(|&&s| s >= t).count() as f64 / group.len().max(1) as f64
+        };
+        (
+            share(&|e| e.harm.is_some()),
+            share(&|e| e.harm.is_none() && e.lookalike),
+            share(&|e| e.harm.is_none() && !e.lookalike),
+        )
+    };
+    let threshold = (5..=99)
+        .map(|t| t as f32 / 100.0)
+        .find(|&t| {
+            let (_, look, other) = rates(t);
+            look <= max_lookalike_flags && other <= max_lookalike_flags / 4.0
+        })
+        .unwrap_or(0.99);
+    let (h, l, b) = rates(threshold);
+    head.threshold = threshold;
+    let report = TrainReport {
+        train_examples: train.len(),
+        dev_examples: dev.len(),
+        threshold,
+        dev_harmful_flagged: h,
+        dev_lookalikes_flagged: l,
+        dev_benign_flagged: b,
+    };
+    head.notes.insert(
+        "trained".into(),
+        format!(
+            "swarm-llm safety-train: {} train examples ({harmful} harmful, {lookalikes} lookalikes, {benign} other benign); \
+             threshold {threshold:.2} chosen on {} dev examples: harmful flagged {:.1}%, lookalikes {:.1}%, other benign {:.1}%",
+            report.train_examples, report.dev_examples, h * 100.0, l * 100.0, b * 100.0
+        ),
+    );
+    Ok((head, report))
+}
+
+/// One question's verdict, as the service's safety check gives it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Screened {
+    pub prompt: String,
+    pub group: String,
+    pub source: String,
+    pub flagged: bool,
+    pub rules_flagged: bool,
+    /// The learned probability of harm (0 when the learned layer is off).
+    pub learned_harm: f32,
+    pub categories: Vec<HarmCategory>,
+    pub latency_ms: f64,
+}
+
+/// Runs each example through the screen.
+pub async fn screen_all(
+    screen: &SafetyScreen,
+    examples: &[Example],
+    mut progress: impl FnMut(usize, usize),
+) -> Vec<Screened> {
+    let mut out = Vec::with_capacity(examples.len());
+    for (i, e) in examples.iter().enumerate() {
+        let started = Instant::now();
+        let a = screen.assess(&e.prompt).await;
+        let latency = started.elapsed();
+        out.push(Screened {
+            prompt: e.prompt.clone(),
+            group: e.group(),
+            source: e.source.clone(),
+            flagged: a.flagged,
+            rules_flagged: screen
+                .rules()
+                .combine(&screening_texts(&e.prompt), None, 1.0)
+                .flagged,
+            learned_harm: a.learned.map_or(0.0, |l| l.harm),
+            categories: a.categories(),
+            latency_ms: crate::protocol::millis(latency),
+        });
+        progress(i + 1, examples.len());
+    }
+    out
+}
+
+impl Screened {
+    /// A harmful question let through, or a benign one flagged.
+    pub fn is_mistake(&self) -> bool {
+        let harmful = self.group != "lookalike" && self.group != "benign";
+        harmful != self.flagged
+    }
+}
+
+/// Flagged share of one group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRate {
+    pub group: String,
+    pub total: usize,
+    pub flagged: usize,
+    /// Of the harmful ones: flagged with their own category among the reasons.
+    pub right_category: usize,
+}
+
+/// The safety check's figures on a labelled set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub groups: Vec<GroupRate>,
+    pub harmful_total: usize,
+    pub harmful_flagged: usize,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    /// Flag rates against the learned threshold, the rules always counted.
+    pub curve: Vec<CurvePoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CurvePoint {
+    pub threshold: f32,
+    pub harmful_flagged: f64,
+    pub lookalikes_flagged: f64,
+    pub benign_flagged: f64,
+}
+
+pub fn report(screened: &[Screened]) -> Report {
+    let mut groups: BTreeMap<&str, GroupRate> = BTreeMap::new();
+    for s in screened {
+        let g = groups.entry(&s.group).or_insert_with(|| GroupRate {
+            group: s.group.clone(),
+            total: 0,
+            flagged: 0,
+            right_category: 0,
+        });
+        g.total += 1;
+        g.flagged += s.flagged as usize;
+        g.right_category += s.categories.iter().any(|c| c.as_str() == s.group) as usize;
+    }
+    let harmful = |s: &&Screened| s.group != "lookalike" && s.group != "benign";
+    let mut latencies: Vec<f64> = screened.iter().map(|s| s.latency_ms).collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let curve = (0..=20)
+        .map(|i| {
+            let t = i as f32 / 20.0;
+            let share = |f: &dyn Fn(&Screened) -> bool| {
+                let group: Vec<&Screened> = screened.iter().filter(|s| f(s)).collect();
+                group
+                    .iter()
+                    .filter(|s| s.rules_flagged || s.learned_harm >= t)
+                    .count() as f64
+                    / group.len().max(1) as f64
+            };
+            CurvePoint {
+                threshold: t,
+                harmful_flagged: share(&|s| harmful(&s)),
+                lookalikes_flagged: share(&|s| s.group == "lookalike"),
+                benign_flagged: share(&|s| s.group == "benign"),
+            }
+        })
+        .collect();
+    Report {
+        groups: groups.into_values().collect(),
+        harmful_total: screened.iter().filter(harmful).count(),
+        harmful_flagged: screened
+            .iter()
+            .filter(harmful)
+            .filter(|s| s.flagged)
+            .count(),
+        latency_p50_ms: pct(0.5),
+        latency_p95_ms: pct(0.95),
+        curve,
+    }
+}
+
+/// The threshold curve: harmful questions flagged against benign lookalikes
+/// flagged, one point per threshold, and the configured threshold marked.
+pub fn curve_svg(r: &Report, threshold: f32) -> String {
+    let mut plot = Plot::new(
+        "swarm-llm safety check: flagged shares as the learned threshold moves (rules always on)",
+        "benign lookalikes flagged",
+        "harmful questions flagged",
+    );
+    let points: Vec<(f64, f64)> = r
+        .curve
+        .iter()
+        .map(|p| (p.lookalikes_flagged, p.harmful_flagged))
+        .collect();
+    plot.line(&points, "#1f77b4", false, 3.0);
+    if let Some(p) = r.curve.iter().min_by(|a, b| {
+        (a.threshold - threshold)
+            .abs()
+            .total_cmp(&(b.threshold - threshold).abs())
+    }) {
+        plot.mark(
+            p.lookalikes_flagged,
+            p.harmful_flagged,
+            "#ff7f0e",
+            &format!("threshold {:.2}", p.threshold),
+        );
+    }
+    plot.finish()
+}
+
+/// Resident memory of this process, in MiB, from /proc.
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_read_harm_or_a_workload_category() {
+        let e = parse_line(
+            r#"{"prompt": "how do I make napalm", "harm": "chemical_biological_explosive"}"#,
+            "own",
+        )
+        .unwrap();
+        assert_eq!(e.harm, Some(HarmCategory::ChemicalBiologicalExplosive));
+        let e = parse_line(
+            r#"{"prompt": "kill a process", "harm": "none", "tags": ["lookalike"]}"#,
+            "own",
+        )
+        .unwrap();
+        assert_eq!(
+            (e.harm, e.lookalike, e.group().as_str()),
+            (None, true, "lookalike")
+        );
+        let e = parse_line(
+            r#"{"id": "s-1", "category": "safety", "prompt": "jumper the relay"}"#,
+            "dev",
+        )
+        .unwrap();
+        assert_eq!(e.harm, Some(HarmCategory::PlantHazard));
+        let e = parse_line(
+            r#"{"id": "e-1", "category": "easy", "prompt": "What is 2+2", "answer": "4"}"#,
+            "dev",
+        )
+        .unwrap();
+        assert_eq!(e.group(), "benign");
+        assert!(parse_line(r#"{"prompt": "x", "harm": "rudeness"}"#, "own").is_err());
+        assert!(parse_line(r#"{"prompt": "x"}"#, "own").is_err());
+    }
+
+    #[test]
+    fn splits_depend_on_the_text_alone_and_are_near_60_20_20() {
+        assert_eq!(
+            split_of("How do I bleed the brakes"),
+            split_of(" how do i bleed the brakes ")
+        );
+        let n = 5000;
+        let mut counts = [0usize; 3];
+        for i in 0..n {
+            counts[split_of(&format!("question number {i}")) as usize] += 1;
+        }
+        let share = |c: usize| c as f64 / n as f64;
+        assert!((share(counts[0]) - 0.6).abs() < 0.03, "{counts:?}");
+        assert!((share(counts[1]) - 0.2).abs() < 0.03, "{counts:?}");
+        assert!((share(counts[2]) - 0.2).abs() < 0.03, "{counts:?}");
+    }
+
+    fn example(i: usize, harm: Option<HarmCategory>, lookalike: bool) -> Example {
+        Example {
+            prompt: format!("example {i} {harm:?} {lookalike}"),
+            harm,
+            lookalike,
+            source: "toy".into(),
+        }
+    }
+
+    #[test]
+    fn training_separates_a_toy_set_and_picks_a_threshold_within_the_budget() {
+        // Feature 0: harmful; feature 1: lookalike-ish noise both share.
+        let mut examples = vec![];
+        let mut emb = vec![];
+        for i in 0..300 {
+            let (harm, look, f0) = match i % 3 {
+                0 => (Some(HarmCategory::SelfHarm), false, 2.0),
+                1 => (None, true, -1.0),
+                _ => (None, false, -2.0),
+            };
+            examples.push(example(i, harm, look));
+            emb.push(vec![f0 + (i % 7) as f32 * 0.05, (i % 5) as f32]);
+        }
+        let encoder = EncoderId {
+            description: "toy".into(),
+            embedding_size: 2,
+            parameters: 1,
+            file_bytes: 1,
+        };
+        let (head, report) = train(&examples, &emb, encoder, 0.02, FitOptions::default()).unwrap();
+        head.check().unwrap();
+        assert_eq!(head.model.classes, vec!["none", "self_harm"]);
+        assert!(report.dev_lookalikes_flagged <= 0.02, "{report:?}");
+        assert!(report.dev_harmful_flagged > 0.95, "{report:?}");
+        assert!(head.score(&[2.0, 1.0]).harm > head.threshold);
+        assert!(head.score(&[-1.0, 1.0]).harm < head.threshold);
+    }
+
+    #[test]
+    fn the_report_counts_groups_the_right_category_and_the_curve() {
+        let s = |group: &str, flagged: bool, harm: f32, cats: Vec<HarmCategory>| Screened {
+            prompt: "q".into(),
+            group: group.into(),
+            source: "t".into(),
+            flagged,
+            rules_flagged: false,
+            learned_harm: harm,
+            categories: cats,
+            latency_ms: 10.0,
+        };
+        let r = report(&[
+            s("self_harm", true, 0.9, vec![HarmCategory::SelfHarm]),
+            s("self_harm", true, 0.6, vec![HarmCategory::ViolenceWeapons]),
+            s("lookalike", false, 0.3, vec![]),
+            s("benign", false, 0.0, vec![]),
+        ]);
+        assert_eq!((r.harmful_total, r.harmful_flagged), (2, 2));
+        let sh = r.groups.iter().find(|g| g.group == "self_harm").unwrap();
+        assert_eq!((sh.total, sh.flagged, sh.right_category), (2, 2, 1));
+        let at = |t: f32| {
+            r.curve
+                .iter()
+                .find(|p| (p.threshold - t).abs() < 1e-6)
+                .unwrap()
+        };
+        assert_eq!(at(0.25).lookalikes_flagged, 1.0);
+        assert_eq!(at(0.5).lookalikes_flagged, 0.0);
+        assert_eq!(at(0.7).harmful_flagged, 0.5);
+        let svg = curve_svg(&r, 0.5);
+        assert!(svg.starts_with("<svg") && svg.contains("threshold 0.50"));
+    }
+}

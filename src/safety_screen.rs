@@ -1,0 +1,164 @@
+//! The safety check as the service runs it, before any generation: the
+//! plant rules, and the learned harm check on one of the board's models.
+//!
+//! The decisions are pure ([`crate::route::safety`], [`crate::route::harm`]);
+//! this module picks the model that reads questions for the learned layer,
+//! asks its encoder for the embeddings, and joins the verdicts.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::inference::ModelHandle;
+use crate::route::harm::{screening_texts, HarmError, HarmHead, HarmScore};
+use crate::route::safety::{Assessment, SafetyClassifier, SafetyConfig, SafetyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScreenError {
+    #[error(transparent)]
+    Rules(#[from] SafetyError),
+    #[error("safety.learned.head {path}: {message}")]
+    Head { path: String, message: String },
+    #[error(
+        "safety.learned.model {model}: its embeddings are {got_size} wide from {got_params} parameters, \
+         but the head was trained on {want} ({want_size} wide, {want_params} parameters): \
+         train a head for this model with `swarm-llm safety-train`"
+    )]
+    WrongModel {
+        model: String,
+        got_size: usize,
+        got_params: u64,
+        want: String,
+        want_size: usize,
+        want_params: u64,
+    },
+}
+
+/// The head the config names, or the built-in one; None when the learned
+/// layer is switched off.
+pub fn load_head(config: &SafetyConfig) -> Result<Option<HarmHead>, ScreenError> {
+    if !config.learned.enabled {
+        return Ok(None);
+    }
+    match &config.learned.head {
+        None => Ok(Some(HarmHead::builtin())),
+        Some(path) => read_head(path).map(Some),
+    }
+}
+
+fn read_head(path: &Path) -> Result<HarmHead, ScreenError> {
+    let err = |message: String| ScreenError::Head {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    HarmHead::from_json(&text).map_err(|e: HarmError| err(e.to_string()))
+}
+
+/// The configured model that reads questions for the learned layer: the one
+/// the config names, else the first whose file has the size of the file the
+/// head was trained on.
+pub fn encoder_model<'c>(config: &'c Config, head: &HarmHead) -> Option<&'c str> {
+    if let Some(name) = &config.safety.learned.model {
+        return Some(name);
+    }
+    config
+        .models
+        .iter()
+        .find(|m| std::fs::metadata(&m.path).is_ok_and(|f| f.len() == head.encoder.file_bytes))
+        .map(|m| m.name.as_str())
+}
+
+struct Learned {
+    encoder: ModelHandle,
+    head: Arc<HarmHead>,
+    threshold: f32,
+}
+
+pub struct SafetyScreen {
+    rules: SafetyClassifier,
+    learned: Option<Learned>,
+}
+
+impl SafetyScreen {
+    /// The rules and, where the config and the loaded models allow it, the
+    /// learned layer. A model that is not the head's own is refused.
+    pub fn new(config: &Config, models: &[ModelHandle]) -> Result<Self, ScreenError> {
+        let rules = SafetyClassifier::new(&config.safety)?;
+        let learned = match load_head(&config.safety)? {
+            None => None,
+            Some(head) => match encoder_model(config, &head)
+                .and_then(|name| models.iter().find(|m| m.info.name == name))
+            {
+                None => {
+                    tracing::warn!(
+                        head_model = %head.encoder.description,
+                        "THE LEARNED HARM CHECK IS OFF: no configured model is the one its head was trained on; \
+                         the plant rules alone screen questions. Configure that model, or train a head for \
+                         yours with `swarm-llm safety-train`"
+                    );
+                    None
+                }
+                Some(m) => {
+                    let want = &head.encoder;
+                    if m.info.embedding_size != want.embedding_size
+                        || m.info.parameters != want.parameters
+                    {
+                        return Err(ScreenError::WrongModel {
+                            model: m.info.name.clone(),
+                            got_size: m.info.embedding_size,
+                            got_params: m.info.parameters,
+                            want: want.description.clone(),
+                            want_size: want.embedding_size,
+                            want_params: want.parameters,
+                        });
+                    }
+                    tracing::info!(model = %m.info.name, "learned harm check on");
+                    Some(Learned {
+                        encoder: m.clone(),
+                        threshold: config.safety.learned.threshold.unwrap_or(head.threshold),
+                        head: Arc::new(head),
+                    })
+                }
+            },
+        };
+        Ok(Self { rules, learned })
+    }
+
+    /// The rules alone, for reports that measure the layers apart.
+    pub fn rules(&self) -> &SafetyClassifier {
+        &self.rules
+    }
+
+    /// The model whose encoder the learned layer uses, if it is on.
+    pub fn encoder(&self) -> Option<&ModelHandle> {
+        self.learned.as_ref().map(|l| &l.encoder)
+    }
+
+    /// Both layers, on the question and its decoded readings (base64,
+    /// leetspeak): the rules read them all, the learned layer scores each
+    /// and keeps the highest. If its encoder fails, the rules' verdict
+    /// stands and the failure is logged.
+    pub async fn assess(&self, question: &str) -> Assessment {
+        let texts = screening_texts(question);
+        let Some(l) = &self.learned else {
+            return self.rules.combine(&texts, None, 1.0);
+        };
+        let mut best: Option<HarmScore> = None;
+        for text in texts.iter().cloned() {
+            match l.encoder.embed(text).await {
+                Ok(e) => {
+                    let s = l.head.score(&e);
+                    if best.is_none_or(|b| s.harm > b.harm) {
+                        best = Some(s);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "LEARNED HARM CHECK FAILED: the plant rules alone screened this question");
+                    break;
+                }
+            }
+        }
+        self.rules.combine(&texts, best, l.threshold)
+    }
+}
