@@ -165,6 +165,11 @@ pub struct MqttConfig {
     pub client_id: Option<String>,
     /// Topic filter the service subscribes to for questions.
     pub request_filter: String,
+    /// Boards with the same group share one question stream: each question
+    /// goes to one of them (an MQTT shared subscription,
+    /// `$share/<group>/<request_filter>`). Replies, loop checks and ACLs go by
+    /// the question's real topic, as without a group.
+    pub share_group: Option<String>,
     /// Where a reply goes when the request names no reply address: this prefix
     /// followed by the request topic's levels below the filter's fixed part
     /// (`swarm/query/line3/plc7` -> `swarm/reply/line3/plc7`).
@@ -196,6 +201,7 @@ impl Default for MqttConfig {
             protocol: MqttProtocol::V5,
             client_id: None,
             request_filter: "swarm/query/#".into(),
+            share_group: None,
             reply_topic_prefix: "swarm/reply".into(),
             status_topic_prefix: "swarm/status".into(),
             keep_alive_s: 30,
@@ -269,14 +275,18 @@ pub struct InferenceConfig {
     pub system_prompt: String,
 }
 
+/// The system prompt unless configured; the learned safety check's encoder
+/// always reads questions under this one, so a site's own prompt does not
+/// move the inputs its head was trained on.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a concise assistant for industrial plant staff. \
+     Answer in one short sentence; give the number with its unit \
+     when the question asks for a value.";
+
 impl Default for InferenceConfig {
     fn default() -> Self {
         Self {
             default_model: None,
-            system_prompt: "You are a concise assistant for industrial plant staff. \
-                            Answer in one short sentence; give the number with its unit \
-                            when the question asks for a value."
-                .into(),
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
         }
     }
 }
@@ -646,6 +656,15 @@ impl Config {
 }
 
 impl MqttConfig {
+    /// What the service subscribes to for questions: the request filter, in
+    /// its share group when it has one.
+    pub fn subscription(&self) -> String {
+        match &self.share_group {
+            Some(g) => format!("$share/{g}/{}", self.request_filter),
+            None => self.request_filter.clone(),
+        }
+    }
+
     fn validate(&self, v: &mut Validator) {
         if self.host.trim().is_empty() {
             v.add("mqtt.host", "must not be empty");
@@ -655,6 +674,14 @@ impl MqttConfig {
         }
         if let Err(e) = crate::topic::validate_filter(&self.request_filter) {
             v.add("mqtt.request_filter", e);
+        }
+        if let Some(g) = &self.share_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) || g.chars().any(char::is_control) {
+                v.add(
+                    "mqtt.share_group",
+                    format!("{g:?} must be a non-empty name without '/', '+', '#' or control characters (MQTT's share name)"),
+                );
+            }
         }
         for (key, prefix) in [
             ("mqtt.reply_topic_prefix", &self.reply_topic_prefix),
@@ -919,6 +946,21 @@ temperature = 5.0
             "models[1].temperature",
         ] {
             assert!(keys.contains(&want), "missing {want} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn a_share_group_subscribes_in_the_group_and_a_bad_one_is_named() {
+        let model = tempfile::NamedTempFile::new().unwrap();
+        let mut config = Config::parse(&valid_toml(model.path())).unwrap();
+        assert_eq!(config.mqtt.subscription(), "swarm/query/#");
+        config.mqtt.share_group = Some("line3".into());
+        assert!(config.validate().is_empty());
+        assert_eq!(config.mqtt.subscription(), "$share/line3/swarm/query/#");
+        for bad in ["", "line/3", "line+", "#"] {
+            config.mqtt.share_group = Some(bad.into());
+            let problems = config.validate();
+            assert_eq!(keys(&problems), vec!["mqtt.share_group"], "{bad:?}");
         }
     }
 

@@ -180,7 +180,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         MqttIn {
             client: client.clone(),
             events,
-            request_filter: config.mqtt.request_filter.clone(),
+            subscription: config.mqtt.subscription(),
             peers,
             link: link_tx,
             backoff: Backoff::new(

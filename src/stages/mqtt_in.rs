@@ -22,7 +22,8 @@ use crate::protocol::Inbound;
 pub struct MqttIn {
     pub client: Client,
     pub events: EventLoop,
-    pub request_filter: String,
+    /// The request filter, in its share group when the board has one.
+    pub subscription: String,
     /// Where votes asked of peer boards arrive, when there are peers.
     pub peers: Option<Arc<Peers>>,
     pub backoff: Backoff,
@@ -53,7 +54,7 @@ impl MqttIn {
                     }
                     // One SUBSCRIBE, so one SUBACK says we are online. Votes
                     // come at QoS 0: a lost one only costs the asker its wait.
-                    let mut filters = vec![(self.request_filter.as_str(), Qos::AtLeastOnce)];
+                    let mut filters = vec![(self.subscription.as_str(), Qos::AtLeastOnce)];
                     if let Some(p) = &self.peers {
                         filters.push((p.vote_topic(), Qos::AtMostOnce));
                     }
@@ -62,12 +63,12 @@ impl MqttIn {
                     }
                 }
                 Ok(Event::Subscribed { granted: true }) => {
-                    tracing::info!(filter = %self.request_filter, "subscribed; answering questions");
+                    tracing::info!(filter = %self.subscription, "subscribed; answering questions");
                     let _ = self.link.send(LinkEvent::Subscribed);
                     self.subscribed.send_replace(true);
                 }
                 Ok(Event::Subscribed { granted: false }) => {
-                    tracing::error!(filter = %self.request_filter, "the broker refused the subscription (check its ACL)");
+                    tracing::error!(filter = %self.subscription, "the broker refused the subscription (check its ACL)");
                 }
                 Ok(Event::Message(inbound, ack)) => {
                     let votes = self
