@@ -149,12 +149,14 @@ pub fn split_of(prompt: &str) -> Split {
 
 /// Embeddings kept between training runs (postcard), so that refitting
 /// with other settings does not read every question again: the model
-/// file's size and the embedding width guard against another model's.
+/// file's size, the embedding width and the reading prompt's fingerprint
+/// guard against another model's or another prompt's.
 #[derive(Serialize, Deserialize, Default)]
 struct EmbeddingCache {
     file_bytes: u64,
     embedding_size: usize,
     by_text: BTreeMap<String, Vec<f32>>,
+    prompt: u64,
 }
 
 /// Each example's embedding from the model's encoder, reusing and updating
@@ -169,14 +171,18 @@ pub async fn embed_all(
         .and_then(|p| std::fs::read(p).ok())
         .and_then(|bytes| postcard::from_bytes::<EmbeddingCache>(&bytes).ok())
         .filter(|c| {
-            c.file_bytes == model.info.file_bytes && c.embedding_size == model.info.embedding_size
+            c.file_bytes == model.info.file_bytes
+                && c.embedding_size == model.info.embedding_size
+                && c.prompt == model.info.encoder_prompt
         })
         .unwrap_or_else(|| EmbeddingCache {
             file_bytes: model.info.file_bytes,
             embedding_size: model.info.embedding_size,
             by_text: BTreeMap::new(),
+            prompt: model.info.encoder_prompt,
         });
     let mut out = Vec::with_capacity(examples.len());
+    let mut read = 0;
     for (index, e) in examples.iter().enumerate() {
         let embedding =
             match cached.by_text.get(&e.prompt) {
@@ -189,20 +195,31 @@ pub async fn embed_all(
                         }
                     })?;
                     cached.by_text.insert(e.prompt.clone(), v.clone());
+                    read += 1;
+                    if read % SAVE_EVERY == 0 {
+                        save_cache(cache, &cached)?;
+                    }
                     v
                 }
             };
         out.push(embedding);
         progress(index + 1, examples.len());
     }
-    if let Some(path) = cache {
-        let bytes = postcard::to_stdvec(&cached).expect("the cache serialises");
-        std::fs::write(path, bytes).map_err(|source| SafetyEvalError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-    }
+    save_cache(cache, &cached)?;
     Ok(out)
+}
+
+/// Questions read between saves of the cache, so an interrupted run keeps
+/// most of its work.
+const SAVE_EVERY: usize = 200;
+
+fn save_cache(path: Option<&Path>, cached: &EmbeddingCache) -> Result<(), SafetyEvalError> {
+    let Some(path) = path else { return Ok(()) };
+    let bytes = postcard::to_stdvec(cached).expect("the cache serialises");
+    std::fs::write(path, bytes).map_err(|source| SafetyEvalError::Open {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// How much each group weighs in training, in total: harmful questions half,
@@ -290,13 +307,19 @@ pub fn train(
             share(&|e| e.harm.is_none() && !e.lookalike),
         )
     };
-    let threshold = (5..=99)
-        .map(|t| t as f32 / 100.0)
+    // The candidates are the dev scores themselves (a fixed grid is too
+    // coarse where a confident head puts lookalikes above 0.99), from 0.05.
+    let mut candidates: Vec<f32> = dev.iter().map(|(s, _)| s.max(0.05)).collect();
+    candidates.push(0.05);
+    candidates.sort_by(f32::total_cmp);
+    candidates.dedup();
+    let threshold = candidates
+        .into_iter()
         .find(|&t| {
             let (_, look, other) = rates(t);
             look <= max_lookalike_flags && other <= max_lookalike_flags / 4.0
         })
-        .unwrap_or(0.99);
+        .unwrap_or(1.0);
     let (h, l, b) = rates(threshold);
     head.threshold = threshold;
     let report = TrainReport {
@@ -311,7 +334,7 @@ pub fn train(
         "trained".into(),
         format!(
             "swarm-llm safety-train: {} train examples ({harmful} harmful, {lookalikes} lookalikes, {benign} other benign); \
-             threshold {threshold:.2} chosen on {} dev examples: harmful flagged {:.1}%, lookalikes {:.1}%, other benign {:.1}%",
+             threshold {threshold:.4} chosen on {} dev examples: harmful flagged {:.1}%, lookalikes {:.1}%, other benign {:.1}%",
             report.train_examples, report.dev_examples, h * 100.0, l * 100.0, b * 100.0
         ),
     );
@@ -577,6 +600,7 @@ mod tests {
             embedding_size: 2,
             parameters: 1,
             file_bytes: 1,
+            prompt: 1,
         };
         let (head, report) = train(&examples, &emb, encoder, 0.02, FitOptions::default()).unwrap();
         head.check().unwrap();

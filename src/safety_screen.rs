@@ -21,7 +21,7 @@ pub enum ScreenError {
     Head { path: String, message: String },
     #[error(
         "safety.learned.model {model}: its embeddings are {got_size} wide from {got_params} parameters, \
-         but the head was trained on {want} ({want_size} wide, {want_params} parameters): \
+         but the head was trained on {want} ({want_size} wide, {want_params} parameters){prompt}: \
          train a head for this model with `swarm-llm safety-train`"
     )]
     WrongModel {
@@ -31,6 +31,8 @@ pub enum ScreenError {
         want: String,
         want_size: usize,
         want_params: u64,
+        /// Set when the model matches but its prompt template does not.
+        prompt: &'static str,
     },
 }
 
@@ -101,8 +103,10 @@ impl SafetyScreen {
                 }
                 Some(m) => {
                     let want = &head.encoder;
+                    let other_prompt = m.info.encoder_prompt != want.prompt;
                     if m.info.embedding_size != want.embedding_size
                         || m.info.parameters != want.parameters
+                        || other_prompt
                     {
                         return Err(ScreenError::WrongModel {
                             model: m.info.name.clone(),
@@ -111,6 +115,11 @@ impl SafetyScreen {
                             want: want.description.clone(),
                             want_size: want.embedding_size,
                             want_params: want.parameters,
+                            prompt: if other_prompt {
+                                ", and it reads questions in another prompt template"
+                            } else {
+                                ""
+                            },
                         });
                     }
                     tracing::info!(model = %m.info.name, "learned harm check on");

@@ -153,3 +153,31 @@ fn check_config_refuses_bad_safety_settings_and_names_each() {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }
 }
+
+/// The built-in harm head was trained on SmolLM2 reading questions in its
+/// chat template; the same file under another template gives the head
+/// other inputs, so the service refuses to start rather than judge by them.
+#[test]
+fn the_harm_heads_model_under_another_prompt_template_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("swarm.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "node = \"n\"\n[[models]]\nname = \"smollm2\"\npath = {:?}\nprompt_template = \"Q: {{question}}\\nA:\"\n",
+            common::test_model()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("reads questions in another prompt template") && err.contains("safety-train"),
+        "{err}"
+    );
+}

@@ -2,10 +2,12 @@
 //!
 //! llama.cpp contexts are not `Sync` and `decode` blocks for tens of
 //! milliseconds, so they must not live on the async runtime. A worker thread
-//! loads its model once, keeps one context for its whole life (the KV cache is
-//! cleared between questions, not reallocated), and serves [`Job`]s from a
-//! bounded queue, answering each through a oneshot channel. [`ModelHandle`] is
-//! the async side of that queue.
+//! loads its model once, keeps one context for its whole life, and serves
+//! [`Job`]s from a bounded queue, answering each through a oneshot channel.
+//! [`ModelHandle`] is the async side of that queue. Between questions the
+//! context keeps the cells of the prompt's shared head (system prompt and
+//! template), so each question reads only its own tokens, as llama-server's
+//! prompt cache does.
 //!
 //! Between tokens the worker checks the job's deadline and cancellation token,
 //! so a question that is out of time or abandoned frees the model at once.
@@ -14,7 +16,9 @@
 //! encoder: a second thread with a small context of its own in llama.cpp's
 //! embedding mode, on the same weights (no second copy in memory). It serves
 //! [`EncodeJob`]s from its own queue, so a safety check never waits behind a
-//! generation.
+//! generation. It reads each question inside the model's own prompt, as the
+//! model would be asked it; the prompt's fixed head is read once and kept in
+//! its cache, so a question costs only its own tokens and the template's tail.
 
 pub mod sampling;
 
@@ -70,10 +74,10 @@ pub enum InferenceError {
     NoEncoder { model: String },
 }
 
-/// Tokens the encoder reads: a longer question is read by its head and tail
-/// halves. This bounds the safety check's time (about 7 ms a token for
-/// SmolLM2 on two cores); the plant rules still read the whole question.
-const ENCODER_CONTEXT: usize = 128;
+/// Question tokens the encoder reads: a longer question is read by its head
+/// and tail halves. This bounds the safety check's time (about 7 ms a token
+/// for SmolLM2 on two cores); the plant rules still read the whole question.
+const ENCODER_QUESTION_TOKENS: usize = 128;
 
 /// A text to embed (the learned safety check's input).
 pub struct EncodeJob {
@@ -144,6 +148,8 @@ pub struct ModelInfo {
     /// Size of the encoder's embeddings: twice the model's hidden width
     /// (see [`ModelHandle::embed`]).
     pub embedding_size: usize,
+    /// Fingerprint of the prompt the encoder reads questions in.
+    pub encoder_prompt: u64,
 }
 
 /// Whether a worker thread is alive and well: busy with a job, and when it
@@ -366,6 +372,10 @@ struct Worker<'m> {
     suffix: Vec<LlamaToken>,
     batch: LlamaBatch<'static>,
     rng: rand::rngs::StdRng,
+    /// The tokens whose cells the context holds, from position 0: the next
+    /// prompt reads only what follows the part it shares with them (the
+    /// system prompt and the template's head, at least).
+    cached: Vec<LlamaToken>,
 }
 
 fn worker_main(
@@ -414,20 +424,42 @@ fn worker_main(
             return;
         }
     };
+    // The encoder reads questions under the default system prompt, whatever
+    // the site's, so that the head's inputs do not move with it.
+    let (reading_prefix, reading_suffix) =
+        match template_tokens(&config, crate::config::DEFAULT_SYSTEM_PROMPT, &model) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+    let encoder_prompt = fingerprint(&reading_prefix, &reading_suffix);
     // The encoder's context: every token's last hidden state comes back.
     let encoder = match encodes {
         None => None,
         Some(rx) => {
+            let n_ctx =
+                (reading_prefix.len() + ENCODER_QUESTION_TOKENS + reading_suffix.len()) as u32;
             let params = LlamaContextParams::default()
-                .with_n_ctx(NonZeroU32::new(ENCODER_CONTEXT as u32))
-                .with_n_batch(ENCODER_CONTEXT as u32)
-                .with_n_ubatch(ENCODER_CONTEXT as u32)
+                .with_n_ctx(NonZeroU32::new(n_ctx))
+                .with_n_batch(n_ctx)
+                .with_n_ubatch(n_ctx)
                 .with_embeddings(true)
                 .with_pooling_type(LlamaPoolingType::None)
                 .with_n_threads(threads)
                 .with_n_threads_batch(threads);
             match model.new_context(backend(), params) {
-                Ok(c) => Some((c, rx)),
+                Ok(c) => Some((
+                    Encoder {
+                        ctx: c,
+                        batch: LlamaBatch::new(n_ctx as usize, 1),
+                        prefix: reading_prefix,
+                        suffix: reading_suffix,
+                        primed: false,
+                    },
+                    rx,
+                )),
                 Err(e) => {
                     let _ = ready.send(Err(load_err(format!(
                         "cannot create the encoder's context: {e}"
@@ -443,6 +475,7 @@ fn worker_main(
         file_bytes: std::fs::metadata(&config.path).map_or(0, |m| m.len()),
         parameters: model.n_params(),
         embedding_size: 2 * model.n_embd().max(0) as usize,
+        encoder_prompt,
     };
     tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = config.gpu_layers, "model loaded");
     let batch = LlamaBatch::new(config.context_size as usize, 1);
@@ -454,6 +487,7 @@ fn worker_main(
         suffix,
         batch,
         rng: rand::rngs::StdRng::seed_from_u64(0x5eed),
+        cached: Vec::new(),
     };
     if ready.send(Ok(info)).is_err() {
         return;
@@ -461,12 +495,12 @@ fn worker_main(
     // The encoder borrows the model, so it runs in a scope that ends before
     // the model is freed.
     std::thread::scope(|scope| {
-        if let Some((ctx, rx)) = encoder {
+        if let Some((encoder, rx)) = encoder {
             let model = &model;
             let name = worker.config.name.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("enc-{name}"))
-                .spawn_scoped(scope, move || encoder_main(name, model, ctx, rx));
+                .spawn_scoped(scope, move || encoder_main(name, model, encoder, rx));
             if let Err(e) = spawned {
                 tracing::error!(model = %worker.config.name, error = %e, "cannot start the encoder thread");
             }
@@ -484,19 +518,29 @@ fn worker_main(
     });
 }
 
+/// The encoder's context and the prompt it reads questions in.
+struct Encoder<'m> {
+    ctx: LlamaContext<'m>,
+    batch: LlamaBatch<'m>,
+    prefix: Vec<LlamaToken>,
+    suffix: Vec<LlamaToken>,
+    /// Whether the prompt's head is in the cache (read on the first job).
+    primed: bool,
+}
+
 fn encoder_main(
     name: String,
     model: &LlamaModel,
-    mut ctx: LlamaContext<'_>,
+    mut encoder: Encoder<'_>,
     mut jobs: mpsc::Receiver<EncodeJob>,
 ) {
-    let mut batch = LlamaBatch::new(ENCODER_CONTEXT, 1);
     while let Some(job) = jobs.blocking_recv() {
         if job.reply.is_closed() {
             continue;
         }
-        let result =
-            encode(model, &mut ctx, &mut batch, &job.text).map_err(|e| InferenceError::Decode {
+        let result = encoder
+            .encode(model, &job.text)
+            .map_err(|e| InferenceError::Decode {
                 model: name.clone(),
                 message: e,
             });
@@ -505,50 +549,101 @@ fn encoder_main(
     tracing::debug!(model = %name, "encoder stopped");
 }
 
-/// The mean of the last hidden states over the text's tokens (with BOS),
-/// followed by the last token's: in a causal model only the last one has
-/// read the whole text. A text longer than the encoder's context is read by
-/// its head and tail.
-fn encode(
-    model: &LlamaModel,
-    ctx: &mut LlamaContext<'_>,
-    batch: &mut LlamaBatch<'_>,
-    text: &str,
-) -> Result<Vec<f32>, String> {
-    // Special-token parsing off: the question stays text (see crate::prompt).
-    let mut tokens = model.vocab().tokenize(text.as_bytes(), true, false);
-    if tokens.len() > ENCODER_CONTEXT {
-        let half = ENCODER_CONTEXT / 2;
-        tokens.drain(half..tokens.len() - half);
+impl Encoder<'_> {
+    /// The mean of the last hidden states over the question's tokens, then
+    /// the state at the end of the prompt, where the model is about to
+    /// answer: in a causal model only that one has read the whole question,
+    /// and it is where the model's own inclination to refuse shows.
+    fn encode(&mut self, model: &LlamaModel, text: &str) -> Result<Vec<f32>, String> {
+        // Special-token parsing off: the question stays text (see crate::prompt).
+        let mut question = model.vocab().tokenize(text.as_bytes(), false, false);
+        if question.is_empty() {
+            return Err("nothing to read: the text has no tokens".into());
+        }
+        if question.len() > ENCODER_QUESTION_TOKENS {
+            let half = ENCODER_QUESTION_TOKENS / 2;
+            question.drain(half..question.len() - half);
+        }
+        let e = |e: &dyn std::fmt::Display| e.to_string();
+        // Keep the prompt's head, read once; forget the last question.
+        let keep = if self.primed { self.prefix.len() } else { 0 };
+        self.primed = false; // until the head is known to be in the cache
+        if keep_cells(&mut self.ctx, keep)? < self.prefix.len() {
+            self.batch.clear();
+            for (i, t) in self.prefix.iter().enumerate() {
+                self.batch
+                    .add(*t, i as i32, &[0], true)
+                    .map_err(|x| e(&x))?;
+            }
+            self.ctx.decode(&mut self.batch).map_err(|x| e(&x))?;
+        }
+        self.primed = true;
+        self.batch.clear();
+        let at = self.prefix.len();
+        for (i, t) in question.iter().chain(&self.suffix).enumerate() {
+            self.batch
+                .add(*t, (at + i) as i32, &[0], true)
+                .map_err(|x| e(&x))?;
+        }
+        self.ctx.decode(&mut self.batch).map_err(|x| e(&x))?;
+        let n = question.len();
+        let mut mean: Vec<f32> = Vec::new();
+        for i in 0..n {
+            let state = self.ctx.embeddings_ith(i as i32).map_err(|x| e(&x))?;
+            if mean.is_empty() {
+                mean = vec![0.0; state.len()];
+            }
+            for (m, v) in mean.iter_mut().zip(state) {
+                *m += v / n as f32;
+            }
+        }
+        let last = self
+            .ctx
+            .embeddings_ith(self.batch.n_tokens() - 1)
+            .map_err(|x| e(&x))?;
+        mean.extend_from_slice(last);
+        Ok(mean)
+    }
+}
+
+/// Forgets the cells of sequence 0 from position `keep` on and returns how
+/// many leading cells are left: `keep`, or 0 where they are not all there (a
+/// sliding-window cache drops early cells) and everything was forgotten.
+fn keep_cells(ctx: &mut LlamaContext<'_>, keep: usize) -> Result<usize, String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    if keep > 0
+        && ctx
+            .clear_kv_cache_seq(Some(0), Some(keep as u32), None)
+            .map_err(|x| e(&x))?
+        && ctx.kv_cache_seq_pos_min(0) == 0
+    {
+        return Ok(keep);
     }
     ctx.clear_kv_cache_seq(None, None, None)
-        .map_err(|e| e.to_string())?;
-    batch.clear();
-    for (i, t) in tokens.iter().enumerate() {
-        batch
-            .add(*t, i as i32, &[0], true)
-            .map_err(|e| e.to_string())?;
-    }
-    ctx.decode(batch).map_err(|e| e.to_string())?;
-    let n = tokens.len();
-    if n == 0 {
-        return Err("nothing to read: the text has no tokens".into());
-    }
-    let mut mean: Vec<f32> = Vec::new();
-    for i in 0..n {
-        let state = ctx.embeddings_ith(i as i32).map_err(|e| e.to_string())?;
-        if mean.is_empty() {
-            mean = vec![0.0; state.len()];
-        }
-        for (m, v) in mean.iter_mut().zip(state) {
-            *m += v / n as f32;
+        .map_err(|x| e(&x))?;
+    Ok(0)
+}
+
+/// FNV-1a over a prompt's head and tail token ids.
+fn fingerprint(prefix: &[LlamaToken], suffix: &[LlamaToken]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let ids = prefix
+        .iter()
+        .map(|t| t.0)
+        .chain([-1])
+        .chain(suffix.iter().map(|t| t.0));
+    for id in ids {
+        for b in id.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100000001b3);
         }
     }
-    let last = ctx
-        .embeddings_ith(n as i32 - 1)
-        .map_err(|e| e.to_string())?;
-    mean.extend_from_slice(last);
-    Ok(mean)
+    h
+}
+
+/// How many leading tokens two prompts share.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Renders the model's prompt around the question's place (the file's chat
@@ -634,14 +729,15 @@ impl Worker<'_> {
             return Err(InferenceError::DeadlineExceeded { generated: 0 });
         }
 
-        // Forget the previous question's cells; their data is simply overwritten
-        // (clearing the data too would memset the whole cache every time).
-        self.ctx
-            .clear_kv_cache_seq(None, None, None)
-            .map_err(|e| decode_err(&e))?;
+        // Keep the cells of the prefix this prompt shares with the last one
+        // and forget the rest (their data is simply overwritten). At least the
+        // last token is read again: its logits start the answer.
+        let shared = common_prefix(&self.cached, &tokens).min(tokens.len() - 1);
+        self.cached.clear(); // until the decode succeeds: a failed one leaves the cells unknown
+        let reuse = keep_cells(&mut self.ctx, shared).map_err(|e| decode_err(&e))?;
         self.batch.clear();
         let last = tokens.len() - 1;
-        for (i, t) in tokens.iter().enumerate() {
+        for (i, t) in tokens.iter().enumerate().skip(reuse) {
             self.batch
                 .add(*t, i as i32, &[0], i == last)
                 .map_err(|e| decode_err(&e))?;
@@ -649,6 +745,7 @@ impl Worker<'_> {
         self.ctx
             .decode(&mut self.batch)
             .map_err(|e| decode_err(&e))?;
+        self.cached = tokens.clone();
 
         let vocab = self.model.vocab();
         let mut bytes = Vec::new();
@@ -692,9 +789,13 @@ impl Worker<'_> {
             self.batch
                 .add(token, pos, &[0], true)
                 .map_err(|e| decode_err(&e))?;
+            // Empty until the decode succeeds: a failed one leaves the cells unknown.
+            let mut cached = std::mem::take(&mut self.cached);
             self.ctx
                 .decode(&mut self.batch)
                 .map_err(|e| decode_err(&e))?;
+            cached.push(token);
+            self.cached = cached;
         };
         let mut text = String::from_utf8_lossy(&bytes).into_owned();
         if let Some(at) = cut {
@@ -711,5 +812,34 @@ impl Worker<'_> {
             time_to_first_token: first - start,
             decode_time: first.elapsed(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(ids: &[i32]) -> Vec<LlamaToken> {
+        ids.iter().map(|&i| LlamaToken(i)).collect()
+    }
+
+    #[test]
+    fn prompts_share_their_common_head_only() {
+        assert_eq!(
+            common_prefix(&toks(&[1, 2, 3, 9]), &toks(&[1, 2, 3, 4, 5])),
+            3
+        );
+        assert_eq!(common_prefix(&toks(&[1, 2]), &toks(&[1, 2, 3])), 2);
+        assert_eq!(common_prefix(&toks(&[7]), &toks(&[1, 2])), 0);
+        assert_eq!(common_prefix(&[], &toks(&[1])), 0);
+    }
+
+    #[test]
+    fn a_prompt_fingerprint_tells_where_the_question_goes() {
+        let a = fingerprint(&toks(&[1, 2]), &toks(&[3]));
+        assert_eq!(a, fingerprint(&toks(&[1, 2]), &toks(&[3])));
+        // The same tokens split differently around the question differ.
+        assert_ne!(a, fingerprint(&toks(&[1]), &toks(&[2, 3])));
+        assert_ne!(a, fingerprint(&toks(&[1, 2]), &toks(&[4])));
     }
 }

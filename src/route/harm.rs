@@ -158,6 +158,9 @@ pub struct EncoderId {
     pub parameters: u64,
     /// Size of the GGUF file: how the service finds the model among the configured ones.
     pub file_bytes: u64,
+    /// Fingerprint of the prompt the encoder reads questions in (its
+    /// template's tokens): another template gives the head other inputs.
+    pub prompt: u64,
 }
 
 /// The trained head, as `swarm-llm safety-train` writes it.
@@ -404,6 +407,7 @@ mod tests {
                 embedding_size: 2,
                 parameters: 1,
                 file_bytes: 1,
+                prompt: 1,
             },
             threshold: 0.5,
             notes: BTreeMap::new(),
