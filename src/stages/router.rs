@@ -31,21 +31,20 @@ impl Router {
         let tasks = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(self.max_in_flight));
         // Cancelled when the drain time is up: generation stops between tokens.
+        // Armed by its own task, so it holds however the intake's closing and
+        // the shutdown race (a select here could see the closed intake first,
+        // never arm it, and wait out a silent peer's whole timeout).
         let abort = CancellationToken::new();
-        let mut draining = false;
-        loop {
-            let accepted = tokio::select! {
-                a = self.requests.recv() => match a { Some(a) => a, None => break },
-                _ = self.shutdown.cancelled(), if !draining => {
-                    draining = true;
-                    let (abort, timeout) = (abort.clone(), self.drain_timeout);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(timeout).await;
-                        abort.cancel();
-                    });
-                    continue;
-                }
-            };
+        let drain_limit = {
+            let (abort, timeout, shutdown) =
+                (abort.clone(), self.drain_timeout, self.shutdown.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(timeout).await;
+                abort.cancel();
+            })
+        };
+        while let Some(accepted) = self.requests.recv().await {
             let permit = slots
                 .clone()
                 .acquire_owned()
@@ -76,6 +75,7 @@ impl Router {
         }
         tasks.close();
         tasks.wait().await;
+        drain_limit.abort();
         tracing::debug!("router stopped");
     }
 }
