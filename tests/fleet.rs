@@ -1,7 +1,8 @@
 //! Several boards sharing one question stream through an MQTT shared
 //! subscription (`mqtt.share_group`), with the real binary, mosquitto and
-//! SmolLM2: each question is answered by one board, exactly once, even when a
-//! board is killed with `kill -9` in the middle and comes back.
+//! SmolLM2: each question is answered by one board, once, even when a board
+//! is killed with `kill -9` in the middle and comes back (save a reply in
+//! flight at the kill, which may come twice with the same answer).
 
 mod common;
 
@@ -29,11 +30,13 @@ fn board(broker: &Broker, node: &str, state: &std::path::Path) -> Config {
     config
 }
 
-/// Replies by id (how many times each was answered) and by the board that answered.
+/// Replies by id (each answer's text) and by the board that answered.
 #[derive(Default)]
 struct Tally {
-    times: BTreeMap<String, usize>,
+    answers: BTreeMap<String, Vec<String>>,
     by_board: BTreeMap<String, usize>,
+    /// The board of the last reply read.
+    last_board: String,
 }
 
 impl Tally {
@@ -42,7 +45,7 @@ impl Tally {
         let deadline = Instant::now() + Duration::from_secs(600);
         let mut enough_at = None;
         loop {
-            if self.times.len() >= want && enough_at.is_none() {
+            if self.answers.len() >= want && enough_at.is_none() {
                 enough_at = Some(Instant::now());
             }
             let until = enough_at.map_or(deadline, |t: Instant| t + linger);
@@ -53,26 +56,24 @@ impl Tally {
                 assert!(
                     enough_at.is_some(),
                     "only {} of {want} answered",
-                    self.times.len()
+                    self.answers.len()
                 );
                 return;
             };
             let reply: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
             assert!(reply["error"].is_null(), "{reply}");
-            *self
-                .times
+            self.answers
                 .entry(reply["id"].as_str().unwrap().to_string())
-                .or_default() += 1;
-            *self
-                .by_board
-                .entry(reply["node"].as_str().unwrap().to_string())
-                .or_default() += 1;
+                .or_default()
+                .push(reply["answer"].as_str().unwrap().to_string());
+            self.last_board = reply["node"].as_str().unwrap().to_string();
+            *self.by_board.entry(self.last_board.clone()).or_default() += 1;
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn three_boards_share_150_questions_each_answered_once_through_a_kill_9() {
+async fn three_boards_share_150_questions_and_lose_none_through_a_kill_9() {
     let broker = Broker::start();
     let states: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let configs: Vec<Config> = ["a", "b", "c"]
@@ -106,19 +107,33 @@ async fn three_boards_share_150_questions_each_answered_once_through_a_kill_9() 
             .await;
     }
 
+    // Kill board b in the middle, just after another board's reply: b is
+    // then most likely answering, not between publishing a reply and
+    // recording its acknowledgement.
     let mut tally = Tally::default();
     tally.collect(&mut replies, 40, Duration::ZERO).await;
+    while tally.last_board == configs[1].node {
+        let n = tally.answers.len();
+        tally.collect(&mut replies, n + 1, Duration::ZERO).await;
+    }
     boards[1].kill_9();
-    let before = tally.times.len();
+    let before = tally.answers.len();
     assert!(before < QUESTIONS, "the stream was over before the kill");
     boards[1] = Service::start(&broker, &configs[1]).await;
     tally
         .collect(&mut replies, QUESTIONS, Duration::from_secs(3))
         .await;
 
-    let twice: Vec<_> = tally.times.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "answered more than once: {twice:?}");
-    assert_eq!(tally.times.len(), QUESTIONS);
+    // A reply in flight at the kill (published, its acknowledgement not yet
+    // recorded) is owed again after the restart: at most that one question
+    // is answered twice, with the same answer (README, "Boards sharing a stream").
+    let twice: Vec<_> = tally.answers.iter().filter(|(_, a)| a.len() > 1).collect();
+    assert!(twice.len() <= 1, "answered more than once: {twice:?}");
+    assert!(
+        twice.iter().all(|(_, a)| a.iter().all(|t| *t == a[0])),
+        "{twice:?}"
+    );
+    assert_eq!(tally.answers.len(), QUESTIONS);
     eprintln!(
         "answers by board: {:?} ({before} before the kill)",
         tally.by_board
