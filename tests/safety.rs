@@ -10,19 +10,11 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::*;
-use swarm_llm::mqtt::PublishProps;
 
 const WAIT: Duration = Duration::from_secs(120);
 
 async fn ask(client: &mut TestClient, question: &str) -> serde_json::Value {
-    client
-        .publish(
-            "swarm/query/line1",
-            question.as_bytes(),
-            PublishProps::default(),
-        )
-        .await;
-    client.reply(WAIT).await
+    client.ask_text(question, WAIT).await
 }
 
 fn reasons(reply: &serde_json::Value) -> Vec<String> {

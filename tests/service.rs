@@ -50,17 +50,6 @@ async fn v5_request_is_answered_on_its_response_topic_with_correlation_data() {
     assert_eq!(signals["safety"]["flagged"], false);
 }
 
-async fn ask_plain(client: &mut TestClient, question: &str) -> serde_json::Value {
-    client
-        .publish(
-            "swarm/query/line1",
-            question.as_bytes(),
-            PublishProps::default(),
-        )
-        .await;
-    client.reply(WAIT).await
-}
-
 /// Each model thread keeps the cells of the prompt's shared head between
 /// questions and reads only what is new (the prompt cache). With greedy
 /// decoding, a question read after others must get the very answer and
@@ -70,9 +59,11 @@ async fn an_answer_read_with_a_warm_prompt_cache_equals_the_cold_one() {
     let broker = Broker::start();
     let _service = Service::start(&broker, &service_config(&broker, "cache")).await;
     let mut client = TestClient::replies(&broker).await;
-    let cold = ask_plain(&mut client, QUESTION).await;
-    let other = ask_plain(&mut client, "How many volts does a car battery give").await;
-    let warm = ask_plain(&mut client, QUESTION).await;
+    let cold = client.ask_text(QUESTION, WAIT).await;
+    let other = client
+        .ask_text("How many volts does a car battery give", WAIT)
+        .await;
+    let warm = client.ask_text(QUESTION, WAIT).await;
     assert!(
         cold["error"].is_null() && other["error"].is_null(),
         "{cold} {other}"

@@ -373,6 +373,18 @@ impl TestClient {
         .flatten()
     }
 
+    /// Publishes a plain-text question on `swarm/query/line1` and waits for
+    /// the next reply (the client must be subscribed to where it goes).
+    pub async fn ask_text(&mut self, question: &str, within: Duration) -> serde_json::Value {
+        self.publish(
+            "swarm/query/line1",
+            question.as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+        self.reply(within).await
+    }
+
     /// The next message, parsed as a reply.
     pub async fn reply(&mut self, within: Duration) -> serde_json::Value {
         let m = self.next_message(within).await.expect("no reply in time");
