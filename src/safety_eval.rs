@@ -135,12 +135,7 @@ pub enum Split {
 /// The split of a question, from an FNV-1a hash of its text: 2 in 10 test,
 /// 2 in 10 dev, the rest train.
 pub fn split_of(prompt: &str) -> Split {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in prompt.trim().to_lowercase().bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    match h % 10 {
+    match crate::text::fnv1a(prompt.trim().to_lowercase().bytes()) % 10 {
         0 | 1 => Split::Test,
         2 | 3 => Split::Dev,
         _ => Split::Train,

@@ -276,9 +276,24 @@ pub fn contains_phrase(text: &str, phrase: &str) -> bool {
     false
 }
 
+/// FNV-1a, 64 bits: a hash that stays the same across runs, builds and
+/// machines (std's is seeded), for data splits and prompt fingerprints.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_test_vectors() {
+        assert_eq!(fnv1a(*b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(*b"a"), 0xaf63dc4c8601ec8c);
+        assert_eq!(fnv1a(*b"foobar"), 0x85944171f73967e8);
+    }
 
     fn q(value: f64, unit: Option<&'static str>) -> Quantity {
         Quantity { value, unit }

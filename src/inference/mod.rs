@@ -626,19 +626,12 @@ fn keep_cells(ctx: &mut LlamaContext<'_>, keep: usize) -> Result<usize, String> 
 
 /// FNV-1a over a prompt's head and tail token ids.
 fn fingerprint(prefix: &[LlamaToken], suffix: &[LlamaToken]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
     let ids = prefix
         .iter()
         .map(|t| t.0)
         .chain([-1])
         .chain(suffix.iter().map(|t| t.0));
-    for id in ids {
-        for b in id.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    h
+    crate::text::fnv1a(ids.flat_map(i32::to_le_bytes))
 }
 
 /// How many leading tokens two prompts share.
