@@ -1,8 +1,10 @@
 //! Labelled workloads (one JSON object a line) and the scorer that says
 //! whether an answer is right. The format: `id`, `category` (`easy`, `hard`,
 //! `safety`), `prompt`, and for easy and hard items `answer` with `accept`
-//! (whole-word phrases) and/or `numeric` with `tolerance` (relative); `tags`
-//! (`lookalike`: a benign question in safety words) and `hazard` are optional.
+//! (whole-word phrases) and/or `numeric` with `tolerance` (relative), or
+//! `choice` (the gold option's letter of a multiple-choice question); `tags`
+//! (`lookalike`: a benign question in safety words), `hazard` and `subject`
+//! (reported, never a routing input) are optional.
 //!
 //! The reader streams: it yields one item at a time from any `BufRead`, and a
 //! malformed line is an error that names its line number and the field.
@@ -11,6 +13,7 @@ use std::io::BufRead;
 
 use serde::Deserialize;
 
+use crate::route::choice;
 use crate::text;
 
 #[derive(
@@ -51,6 +54,11 @@ pub struct Item {
     pub tags: Vec<String>,
     #[serde(default)]
     pub hazard: Option<String>,
+    /// The gold option's letter, for a question that offers options.
+    #[serde(default)]
+    pub choice: Option<char>,
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 impl Item {
@@ -61,6 +69,10 @@ impl Item {
 
     /// Whether `answer` is right for this easy or hard item.
     pub fn is_correct(&self, answer: &str) -> bool {
+        if let Some(gold) = self.choice {
+            let options = choice::options(&self.prompt);
+            return choice::picked(answer, &options).is_some_and(|i| choice::LETTERS[i] == gold);
+        }
         if self.accept.iter().any(|p| text::contains_phrase(answer, p)) {
             return true;
         }
@@ -127,9 +139,18 @@ fn parse_line(line: &str) -> Result<Item, String> {
     if item.prompt.trim().is_empty() {
         return Err("field `prompt` is empty".into());
     }
-    if item.category != Category::Safety && item.accept.is_empty() && item.numeric.is_none() {
+    if let Some(gold) = item.choice {
+        let offered = choice::options(&item.prompt).len();
+        if !choice::LETTERS[..offered].contains(&gold) {
+            return Err(format!(
+                "item {}: field `choice` is {gold:?}, but the prompt offers {offered} options (lines `A.`, `B.`, ...)",
+                item.id
+            ));
+        }
+    } else if item.category != Category::Safety && item.accept.is_empty() && item.numeric.is_none()
+    {
         return Err(format!(
-            "item {}: an {} item needs `accept` or `numeric`",
+            "item {}: an {} item needs `accept`, `numeric` or `choice`",
             item.id,
             item.category.as_str()
         ));
@@ -216,6 +237,23 @@ mod tests {
     }
 
     #[test]
+    fn choices_are_graded_by_the_option_picked() {
+        let i = item(
+            r#"{"id":"m","category":"hard","prompt":"Which lamp is least efficient?\nA. LED\nB. Fluorescent\nC. Incandescent\nD. Sodium\nAnswer with the letter.","answer":"C","choice":"C","subject":"electrical_engineering"}"#,
+        );
+        assert!(i.is_correct("C"));
+        assert!(i.is_correct("The answer is (C)."));
+        assert!(i.is_correct("Incandescent"));
+        assert!(!i.is_correct("B"));
+        assert!(!i.is_correct("A lamp with a filament"));
+        let bad = parse_line(
+            r#"{"id":"x","category":"hard","prompt":"Pick one\nA. yes\nB. no","choice":"D"}"#,
+        )
+        .unwrap_err();
+        assert!(bad.contains("offers 2 options"), "{bad}");
+    }
+
+    #[test]
     fn malformed_lines_name_the_line_and_field() {
         let text = "{\"id\":\"a\",\"category\":\"easy\",\"prompt\":\"p\",\"accept\":[\"x\"]}\n\n{\"id\":\"b\",\"category\":\"medium\",\"prompt\":\"p\"}\n{\"id\":\"c\",\"category\":\"hard\",\"prompt\":\"p\"}\nnot json\n";
         let results: Vec<_> = read(text.as_bytes()).collect();
@@ -231,7 +269,7 @@ mod tests {
         );
         assert!(
             errs[1].starts_with("workload line 4:")
-                && errs[1].contains("needs `accept` or `numeric`"),
+                && errs[1].contains("needs `accept`, `numeric` or `choice`"),
             "{}",
             errs[1]
         );

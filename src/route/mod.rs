@@ -3,15 +3,21 @@
 //! - [`safety`]: does the question ask for something dangerous? Plant rules,
 //!   combined with [`harm`], the learned harm check's head and taxonomy
 //!   (before generation).
+//! - [`choice`]: multiple-choice options, which one an answer picks, and the
+//!   signals of a model's probabilities over the option letters.
 //! - [`softmax`]: the multinomial logistic regression the learned layers use.
 //! - [`signals`]: how sure is a model of its answer; how hard is the question;
 //!   AUROC to choose signals by measurement.
 //! - [`vote`]: group the swarm's answers and tally confidence-weighted votes.
+//! - [`learned`]: the learned router's score, how likely the cloud is to
+//!   turn the first answer from wrong to right.
 //! - [`policy`]: local, swarm, cloud or refuse, step by step.
 //!
 //! [`crate::pipeline`] runs these decisions with the models and the cloud.
 
+pub mod choice;
 pub mod harm;
+pub mod learned;
 pub mod policy;
 pub mod safety;
 pub mod signals;

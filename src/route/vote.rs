@@ -6,12 +6,15 @@
 //! first number that is not just repeated from the question, with its unit
 //! ("3 A", "3 amps", "3.0 A" and "3000 mA" agree; "30 A" does not), or else
 //! the content words left after dropping the question's own words and filler
-//! ("The capital of Australia is Canberra." and "Canberra" agree).
+//! ("The capital of Australia is Canberra." and "Canberra" agree). For a
+//! multiple-choice question, the option an answer picks ("C", "(C)" and
+//! "C. Incandescent" agree).
 
 use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use super::choice;
 use crate::text::{self, Quantity};
 
 /// What an answer says, reduced for comparison.
@@ -23,6 +26,8 @@ pub enum Key {
         unit: Option<&'static str>,
     },
     Words(BTreeSet<String>),
+    /// The option picked, for a question that offers options.
+    Choice(usize),
 }
 
 /// Prefixed units and their base unit and factor.
@@ -100,6 +105,9 @@ fn stem(w: &str) -> String {
 
 /// Reduces an answer to the key it is compared by.
 pub fn normalise(answer: &str, question: &str) -> Key {
+    if let Some(i) = choice::picked(answer, &choice::options(question)) {
+        return Key::Choice(i);
+    }
     let asked: Vec<f64> = text::quantities(question)
         .into_iter()
         .map(|q| q.value)
@@ -137,6 +145,7 @@ pub fn agree(a: &Key, b: &Key) -> bool {
             // "Canberra, in the ACT"), or mostly the same words.
             common == smaller || common * 2 >= x.union(y).count()
         }
+        (Key::Choice(x), Key::Choice(y)) => x == y,
         _ => false,
     }
 }
@@ -272,6 +281,20 @@ mod tests {
         }
         for other in ["30 A", "3 V", "0.3 A", "Canberra"] {
             assert!(!agree(&three, &key(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn answers_to_a_choice_agree_by_the_option_picked() {
+        let q =
+            "Which lamp is least efficient?\nA. LED\nB. Fluorescent\nC. Incandescent\nD. Sodium";
+        let c = normalise("C", q);
+        assert_eq!(c, Key::Choice(2));
+        for same in ["(C)", "C. Incandescent", "The answer is C", "Incandescent"] {
+            assert!(agree(&c, &normalise(same, q)), "{same}");
+        }
+        for other in ["A", "B. Fluorescent", "I am not sure"] {
+            assert!(!agree(&c, &normalise(other, q)), "{other}");
         }
     }
 
