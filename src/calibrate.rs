@@ -127,6 +127,7 @@ impl Sweep {
                             // below the bar for keeping an answer.
                             cloud_below_confidence: base.cloud_below_confidence.min(local),
                             swarm_min_agreement: agreement,
+                            learned: None,
                         };
                         outcomes.push(
                             records
@@ -187,7 +188,7 @@ impl Sweep {
 }
 
 /// k folds of question indices, stratified by category and shuffled with a fixed seed.
-fn folds(records: &[&Record], k: usize) -> Vec<Vec<usize>> {
+pub(crate) fn folds(records: &[&Record], k: usize) -> Vec<Vec<usize>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
     let mut folds = vec![Vec::new(); k];
     let mut next = 0;
@@ -263,6 +264,8 @@ pub enum CalibrateError {
     NoAnswers,
     #[error("{0} folds for {1} questions: use between 2 and the number of questions")]
     Folds(usize, usize),
+    #[error("cannot fit the learned router: {0}")]
+    Fit(String),
 }
 
 /// Fits the thresholds of `config`'s policy for `target` on `records`.

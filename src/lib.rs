@@ -62,6 +62,7 @@ pub mod config;
 pub mod eval;
 pub mod inference;
 pub mod journal;
+pub mod learn;
 pub mod logging;
 pub mod measure;
 pub mod mqtt;

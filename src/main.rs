@@ -166,6 +166,11 @@ enum Command {
         /// model's confidence bar and the swarm's agreement bar.
         #[arg(long)]
         wide: bool,
+        /// Fit the learned router (`[policy.learned]`) instead of the
+        /// thresholds, and draw it against the threshold, random and oracle
+        /// routers with CPT(50%), CPT(80%) and APGR.
+        #[arg(long, conflicts_with_all = ["target_accuracy", "wide"])]
+        learn: bool,
         /// The config with the fitted thresholds goes here.
         #[arg(long)]
         out: PathBuf,
@@ -359,6 +364,7 @@ fn main() -> ExitCode {
             target_accuracy,
             folds,
             wide,
+            learn,
             out,
             plot,
             json,
@@ -367,12 +373,25 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            let plot = plot.unwrap_or_else(|| out.with_extension("svg"));
+            if learn {
+                let share = target_cloud_share.expect("--learn conflicts with --target-accuracy");
+                return finish(block_on(learn_command(
+                    &path,
+                    &config,
+                    &answers,
+                    share,
+                    folds,
+                    &out,
+                    &plot,
+                    json.as_deref(),
+                )));
+            }
             let target = match (target_cloud_share, target_accuracy) {
                 (Some(s), _) => swarm_llm::calibrate::Target::CloudShare(s),
                 (None, Some(a)) => swarm_llm::calibrate::Target::Accuracy(a),
                 (None, None) => unreachable!("clap requires one target"),
             };
-            let plot = plot.unwrap_or_else(|| out.with_extension("svg"));
             let grid = if wide {
                 swarm_llm::calibrate::Grid::wide()
             } else {
@@ -688,6 +707,69 @@ async fn calibrate_command(
     std::fs::write(plot, calibrate::curve_svg(&c, first_accuracy))?;
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_vec_pretty(&c)?)?;
+    }
+    println!("wrote {} and {}", out.display(), plot.display());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn learn_command(
+    config_path: &Path,
+    config: &Config,
+    source: &AnswerSource,
+    target_cloud_share: f64,
+    folds: usize,
+    out: &Path,
+    plot: &Path,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    use swarm_llm::{calibrate, learn};
+    let records = load_records(config, source).await?;
+    let opts = swarm_llm::route::softmax::FitOptions {
+        l2: 0.01,
+        steps: 1000,
+    };
+    let l = learn::learn(&records, config, target_cloud_share, folds, opts)?;
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0}%", 100.0 * v));
+    println!(
+        "{} easy and hard questions; first model {} {:.1}%, cloud alone {:.1}%; the cloud turns {:.1}% from wrong to right",
+        l.questions,
+        l.first_model,
+        100.0 * l.first_accuracy,
+        100.0 * l.cloud_accuracy,
+        100.0 * l.cloud_helps
+    );
+    println!(
+        "AUROC for \"the cloud helps\" ({}-fold held-out): learned {}, first answer's doubt {}",
+        l.folds,
+        l.auroc_learned.map_or("-".into(), |a| format!("{a:.3}")),
+        l.auroc_threshold.map_or("-".into(), |a| format!("{a:.3}"))
+    );
+    println!("router                        CPT(50%)  CPT(80%)  APGR");
+    for r in &l.routers {
+        println!(
+            "{:<29} {:>8}  {:>8}  {}",
+            r.name,
+            pct(r.cpt50),
+            pct(r.cpt80),
+            r.apgr.map_or("-".into(), |a| format!("{a:.3}"))
+        );
+    }
+    println!(
+        "at the target cloud share {:.0}%, held-out: accuracy {:.1}% with {:.1}% sent to the cloud",
+        100.0 * l.target_cloud_share,
+        100.0 * l.held_out.accuracy,
+        100.0 * l.held_out.cloud_share
+    );
+    let policy = swarm_llm::route::policy::Policy {
+        learned: Some(l.router.clone()),
+        ..config.policy.clone()
+    };
+    let original = std::fs::read_to_string(config_path)?;
+    std::fs::write(out, calibrate::config_with_policy(&original, &policy)?)?;
+    std::fs::write(plot, learn::curves_svg(&l))?;
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_vec_pretty(&l)?)?;
     }
     println!("wrote {} and {}", out.display(), plot.display());
     Ok(())

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cloud::CloudClient;
 use crate::config::Config;
 use crate::inference::ModelHandle;
+use crate::route::choice;
 use crate::route::harm::SafetyAction;
+use crate::route::learned::FirstAnswer;
 use crate::route::policy::{self, Facts, Gates, Policy, Route};
 use crate::route::signals::{auroc, prompt_difficulty, Signal, Uncertainty};
 use crate::route::vote::{self, Ballot, Outcome, Tally};
@@ -32,6 +34,13 @@ pub struct ModelAnswer {
     pub uncertainty: Uncertainty,
     pub correct: bool,
     pub latency_ms: f64,
+    /// For a multiple-choice question: the model's distribution over the
+    /// option letters where it named one ([`crate::inference::Generation::options`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<f32>>,
+    /// The same divided by the model's letter bias ([`choice::calibrate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibrated: Option<Vec<f32>>,
 }
 
 /// Everything measured for one workload question.
@@ -95,25 +104,33 @@ pub async fn collect(
             for m in models {
                 let started = Instant::now();
                 let deadline = started + Duration::from_millis(config.limits.default_deadline_ms);
-                let (text, uncertainty) = match m
+                let (text, uncertainty, options) = match m
                     .generate(item.prompt.clone(), None, deadline, never.clone())
                     .await
                 {
                     Ok(g) => (
                         g.text.clone(),
                         Uncertainty::from_tokens(&g.token_probs, &g.token_entropies),
+                        g.options,
                     ),
                     Err(e) => (
                         format!("(no answer: {e})"),
                         Uncertainty::from_tokens(&[], &[]),
+                        None,
                     ),
                 };
+                let calibrated = options.as_ref().map(|o| match &m.info.letter_bias {
+                    Some(bias) => choice::calibrate(o, bias),
+                    None => o.clone(),
+                });
                 record.answers.push(ModelAnswer {
                     model: m.info.name.clone(),
                     correct: item.is_correct(&text),
                     text,
                     uncertainty,
                     latency_ms: crate::protocol::millis(started.elapsed()),
+                    options,
+                    calibrated,
                 });
             }
             if let Some(c) = cloud {
@@ -142,6 +159,8 @@ pub async fn collect(
                     text,
                     uncertainty: Uncertainty::from_tokens(&[], &[]),
                     latency_ms: crate::protocol::millis(started.elapsed()),
+                    options: None,
+                    calibrated: None,
                 });
             }
         }
@@ -304,6 +323,17 @@ pub fn swarm_view(r: &Record, signal: Signal, min_agreement: f32, weights: &[f32
     }
 }
 
+/// What the learned router reads of a record: its first model's answer
+/// (the record must have one).
+pub fn first_answer(r: &Record) -> FirstAnswer<'_> {
+    let first = &r.answers[0];
+    FirstAnswer {
+        uncertainty: &first.uncertainty,
+        difficulty: r.difficulty,
+        options: first.calibrated.as_deref(),
+    }
+}
+
 /// How the policy handles one recorded question, with the latency of the
 /// calls the pipeline would make on that route: the first model; then, when
 /// it votes, every other model in turn; then the cloud.
@@ -326,6 +356,7 @@ pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available
         gates,
         confidence: view.first_confidence,
         difficulty: r.difficulty,
+        cloud_gain: policy.learned.as_ref().map(|l| l.score(&first_answer(r))),
         can_vote: r.answers.len() > 1,
         swarm_agrees: view.agrees,
     };
@@ -334,6 +365,7 @@ pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available
         policy::after_first(
             facts.confidence,
             facts.difficulty,
+            facts.cloud_gain,
             facts.can_vote,
             gates,
             policy
@@ -388,6 +420,8 @@ pub(crate) mod fixtures {
             uncertainty: Uncertainty::from_tokens(&[p; 3], &[0.1; 3]),
             correct,
             latency_ms,
+            options: None,
+            calibrated: None,
         }
     }
 

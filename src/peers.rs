@@ -253,6 +253,8 @@ mod tests {
             confidence: Some(confidence),
             uncertainty: None,
             difficulty: 0.0,
+            options: None,
+            cloud_gain: None,
             safety: SafetySignal {
                 score: 0.0,
                 flagged: false,

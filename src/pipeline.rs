@@ -30,7 +30,9 @@ use crate::protocol::{
     millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetySignal, Signals,
     Timing, Vote,
 };
+use crate::route::choice;
 use crate::route::harm::SafetyAction;
+use crate::route::learned::FirstAnswer;
 use crate::route::policy::{self, AfterFirst, AfterVote, BeforeGeneration, Gates, Policy};
 use crate::route::safety::Assessment;
 use crate::route::signals::{prompt_difficulty, Uncertainty};
@@ -173,6 +175,8 @@ impl Pipeline {
             confidence: None,
             uncertainty: None,
             difficulty,
+            options: None,
+            cloud_gain: None,
             safety: SafetySignal::from_assessment(&assessment),
         };
         let gates = self.gates(&assessment, &req.topic);
@@ -301,6 +305,7 @@ impl Pipeline {
         let step = policy::after_first(
             confidence,
             signals.difficulty,
+            signals.cloud_gain,
             !self.others.is_empty() || !self.peer_list().is_empty(),
             gates,
             &self.policy,
@@ -390,6 +395,20 @@ impl Pipeline {
         reply.finish = Some(first.finish.as_str().to_string());
         let u = Uncertainty::from_tokens(&first.token_probs, &first.token_entropies);
         let confidence = self.policy.signal.confidence(&u);
+        signals.options = first
+            .options
+            .as_ref()
+            .map(|o| match &self.first.info.letter_bias {
+                Some(bias) => choice::calibrate(o, bias),
+                None => o.clone(),
+            });
+        signals.cloud_gain = self.policy.learned.as_ref().map(|l| {
+            l.score(&FirstAnswer {
+                uncertainty: &u,
+                difficulty: signals.difficulty,
+                options: signals.options.as_deref(),
+            })
+        });
         signals.uncertainty = Some(u);
         signals.confidence = Some(confidence);
         Ok((first, confidence))

@@ -373,6 +373,14 @@ pub struct Signals {
     pub uncertainty: Option<Uncertainty>,
     /// Difficulty estimated from the question alone, in [0, 1].
     pub difficulty: f32,
+    /// For a multiple-choice question: the first model's distribution over
+    /// the option letters, its letter bias divided out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Vec<f32>>,
+    /// The learned router's estimate that the cloud would turn a wrong
+    /// answer right, when the policy has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_gain: Option<f32>,
     pub safety: SafetySignal,
 }
 

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{KvCache, ModelConfig};
 use crate::prompt;
+use crate::route::choice;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -125,6 +126,9 @@ pub struct Generation {
     pub token_probs: Vec<f32>,
     /// Entropy (nats) of the distribution each token was chosen from.
     pub token_entropies: Vec<f32>,
+    /// For a question that offers options: the model's distribution over
+    /// their letters at the first token that named one (None when none did).
+    pub options: Option<Vec<f32>>,
     /// Prompt processing until the first token was chosen.
     pub time_to_first_token: Duration,
     /// From the first token to the end: the decode phase.
@@ -150,6 +154,10 @@ pub struct ModelInfo {
     pub embedding_size: usize,
     /// Fingerprint of the prompt the encoder reads questions in.
     pub encoder_prompt: u64,
+    /// The model's distribution over the option letters on a content-free
+    /// question ([`choice::CONTENT_FREE_QUESTION`]): its letter bias, for
+    /// [`choice::calibrate`]. None when it named no letter there.
+    pub letter_bias: Option<Vec<f32>>,
 }
 
 /// Whether a worker thread is alive and well: busy with a job, and when it
@@ -376,6 +384,8 @@ struct Worker<'m> {
     /// prompt reads only what follows the part it shares with them (the
     /// system prompt and the template's head, at least).
     cached: Vec<LlamaToken>,
+    /// Per option letter, the tokens that spell it ("C" and " C").
+    letters: Vec<Vec<LlamaToken>>,
 }
 
 fn worker_main(
@@ -469,16 +479,17 @@ fn worker_main(
             }
         }
     };
-    let info = ModelInfo {
+    let mut info = ModelInfo {
         name: config.name.clone(),
         context: ctx.n_ctx(),
         file_bytes: std::fs::metadata(&config.path).map_or(0, |m| m.len()),
         parameters: model.n_params(),
         embedding_size: 2 * model.n_embd().max(0) as usize,
         encoder_prompt,
+        letter_bias: None,
     };
-    tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = config.gpu_layers, "model loaded");
     let batch = LlamaBatch::new(config.context_size as usize, 1);
+    let letters = letter_tokens(&model);
     let mut worker = Worker {
         config,
         model: &model,
@@ -488,7 +499,16 @@ fn worker_main(
         batch,
         rng: rand::rngs::StdRng::seed_from_u64(0x5eed),
         cached: Vec::new(),
+        letters,
     };
+    info.letter_bias = match worker.letter_bias(&health) {
+        Ok(bias) => bias,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = worker.config.gpu_layers, letter_bias = ?info.letter_bias, "model loaded");
     if ready.send(Ok(info)).is_err() {
         return;
     }
@@ -681,7 +701,59 @@ fn template_tokens(
     Ok((prefix, vocab.tokenize(parts.after.as_bytes(), false, true)))
 }
 
+/// Per option letter, the single tokens that spell it alone or after a space.
+fn letter_tokens(model: &LlamaModel) -> Vec<Vec<LlamaToken>> {
+    let vocab = model.vocab();
+    choice::LETTERS
+        .iter()
+        .map(|letter| {
+            let mut tokens: Vec<LlamaToken> = [format!("{letter}"), format!(" {letter}")]
+                .iter()
+                .filter_map(
+                    |text| match vocab.tokenize(text.as_bytes(), false, false)[..] {
+                        [single] => Some(single),
+                        _ => None,
+                    },
+                )
+                .collect();
+            tokens.dedup();
+            tokens
+        })
+        .collect()
+}
+
+/// The distribution over the first `n` option letters in `logits`: each
+/// letter's tokens' probabilities summed, then normalised over the letters.
+fn letter_distribution(logits: &[f32], letters: &[Vec<LlamaToken>], n: usize) -> Vec<f32> {
+    let logit = |t: &LlamaToken| logits.get(t.0 as usize).copied();
+    let max = letters[..n]
+        .iter()
+        .flatten()
+        .filter_map(logit)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mass: Vec<f32> = letters[..n]
+        .iter()
+        .map(|ts| ts.iter().filter_map(logit).map(|l| (l - max).exp()).sum())
+        .collect();
+    let total: f32 = mass.iter().sum();
+    mass.iter().map(|m| m / total).collect()
+}
+
 impl Worker<'_> {
+    /// Reads the content-free question once: the letters the model favours
+    /// whatever the question.
+    fn letter_bias(&mut self, health: &WorkerHealth) -> Result<Option<Vec<f32>>, InferenceError> {
+        let (reply, _) = oneshot::channel();
+        let job = Job {
+            question: choice::CONTENT_FREE_QUESTION.to_string(),
+            max_tokens: Some(8),
+            deadline: Instant::now() + Duration::from_secs(60),
+            cancel: CancellationToken::new(),
+            reply,
+        };
+        Ok(self.generate(&job, health)?.options)
+    }
+
     fn tokenize(&self, question: &str) -> Vec<LlamaToken> {
         let mut tokens = self.prefix.clone();
         // Special-token parsing off: the question stays text (see crate::prompt).
@@ -746,6 +818,8 @@ impl Worker<'_> {
         let mut entropies = Vec::with_capacity(limit);
         let mut first_token_at = None;
         let mut cut = None;
+        let offered = choice::options(&job.question).len();
+        let mut options = None;
         let finish = loop {
             if job.cancel.is_cancelled() {
                 return Err(InferenceError::Cancelled);
@@ -762,6 +836,12 @@ impl Worker<'_> {
             probs.push(step.prob);
             entropies.push(step.entropy);
             let token = LlamaToken::new(step.token as i32);
+            if offered > 0
+                && options.is_none()
+                && self.letters[..offered].iter().any(|ts| ts.contains(&token))
+            {
+                options = Some(letter_distribution(logits, &self.letters, offered));
+            }
             if vocab.is_eog(token) {
                 break Finish::Eog;
             }
@@ -802,6 +882,7 @@ impl Worker<'_> {
             prompt_tokens: tokens.len(),
             token_probs: probs,
             token_entropies: entropies,
+            options,
             time_to_first_token: first - start,
             decode_time: first.elapsed(),
         })

@@ -9,6 +9,9 @@
 //!    reachable, it is refused with the safe procedure.
 //! 2. After the first model's answer: confident enough (and the question not
 //!    too hard) -> `local`; hopeless -> `cloud`; in between -> a swarm vote.
+//!    With a learned router (`[policy.learned]`), its score (how likely the
+//!    cloud is to turn a wrong answer right) decides instead: below
+//!    `vote_at` -> `local`, from `cloud_at` -> `cloud`, in between -> a vote.
 //! 3. After the vote: agreement high enough -> `swarm`; else `cloud`.
 //!
 //! Without a usable cloud, steps 2 and 3 fall back to the best local answer,
@@ -17,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::harm::SafetyAction;
+use super::learned::LearnedRouter;
 use super::signals::Signal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -58,6 +62,10 @@ pub struct Policy {
     pub cloud_below_confidence: f32,
     /// Share of the (confidence-weighted) votes one answer needs for the swarm to answer.
     pub swarm_min_agreement: f32,
+    /// The learned router, which replaces the two confidence bars above when
+    /// present (`swarm-llm calibrate --learn` writes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<LearnedRouter>,
 }
 
 impl Default for Policy {
@@ -68,6 +76,7 @@ impl Default for Policy {
             local_max_difficulty: 1.0,
             cloud_below_confidence: 0.0,
             swarm_min_agreement: 0.6,
+            learned: None,
         }
     }
 }
@@ -93,6 +102,9 @@ impl Policy {
                 format!("{key}.cloud_below_confidence"),
                 "must not be above local_min_confidence".to_string(),
             ));
+        }
+        if let Some(l) = &self.learned {
+            v.extend(l.validate(&format!("{key}.learned")));
         }
         v
     }
@@ -142,9 +154,11 @@ pub enum AfterFirst {
     Cloud,
 }
 
+/// `cloud_gain` is the learned router's score, when the policy has one.
 pub fn after_first(
     confidence: f32,
     difficulty: f32,
+    cloud_gain: Option<f32>,
     can_vote: bool,
     g: Gates,
     p: &Policy,
@@ -153,6 +167,19 @@ pub fn after_first(
         g.safety == SafetyAction::Allow,
         "flagged questions never reach a local answer"
     );
+    if let (Some(l), Some(gain)) = (&p.learned, cloud_gain) {
+        return if gain < l.vote_at {
+            AfterFirst::Accept
+        } else if gain >= l.cloud_at && g.cloud_usable() {
+            AfterFirst::Cloud
+        } else if can_vote {
+            AfterFirst::Vote
+        } else if g.cloud_usable() {
+            AfterFirst::Cloud
+        } else {
+            AfterFirst::AcceptDegraded
+        };
+    }
     if confidence >= p.local_min_confidence && difficulty < p.local_max_difficulty {
         AfterFirst::Accept
     } else if g.cloud_usable() && confidence < p.cloud_below_confidence {
@@ -188,6 +215,8 @@ pub struct Facts {
     pub gates: Gates,
     pub confidence: f32,
     pub difficulty: f32,
+    /// The learned router's score, when the policy has one.
+    pub cloud_gain: Option<f32>,
     pub can_vote: bool,
     /// Whether the swarm would agree, if asked.
     pub swarm_agrees: bool,
@@ -200,7 +229,14 @@ pub fn decide(f: &Facts, p: &Policy) -> (Route, bool) {
         BeforeGeneration::SafetyCloud => return (Route::Cloud, false),
         BeforeGeneration::AnswerLocally => {}
     }
-    match after_first(f.confidence, f.difficulty, f.can_vote, f.gates, p) {
+    match after_first(
+        f.confidence,
+        f.difficulty,
+        f.cloud_gain,
+        f.can_vote,
+        f.gates,
+        p,
+    ) {
         AfterFirst::Accept => (Route::Local, false),
         AfterFirst::AcceptDegraded => (Route::Local, true),
         AfterFirst::Cloud => (Route::Cloud, false),
@@ -234,14 +270,40 @@ mod tests {
             })
     }
 
+    /// A learned router with these thresholds (the tests give its score directly).
+    fn learned(vote_at: f32, cloud_at: f32) -> LearnedRouter {
+        use crate::route::learned::{CLASSES, FEATURES};
+        let d = FEATURES.len();
+        LearnedRouter {
+            features: FEATURES.iter().map(|f| f.to_string()).collect(),
+            cloud_at,
+            vote_at,
+            model: crate::route::softmax::Softmax {
+                classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+                mean: vec![0.0; d],
+                scale: vec![1.0; d],
+                weights: vec![vec![0.0; d]; 2],
+                bias: vec![0.0; 2],
+            },
+        }
+    }
+
     fn policy() -> impl Strategy<Value = Policy> {
-        (0.0f32..=1.0, 0.0f32..=1.0, 0.0f32..=1.0, 0.0f32..=1.0).prop_map(|(a, b, c, d)| Policy {
-            signal: Signal::LowQuantileProb,
-            local_min_confidence: a.max(c),
-            local_max_difficulty: b,
-            cloud_below_confidence: a.min(c),
-            swarm_min_agreement: d,
-        })
+        (
+            0.0f32..=1.0,
+            0.0f32..=1.0,
+            0.0f32..=1.0,
+            0.0f32..=1.0,
+            proptest::option::of((0.0f32..=1.0, 0.0f32..=1.0)),
+        )
+            .prop_map(|(a, b, c, d, l)| Policy {
+                signal: Signal::LowQuantileProb,
+                local_min_confidence: a.max(c),
+                local_max_difficulty: b,
+                cloud_below_confidence: a.min(c),
+                swarm_min_agreement: d,
+                learned: l.map(|(x, y)| learned(x.min(y), x.max(y))),
+            })
     }
 
     fn facts() -> impl Strategy<Value = Facts> {
@@ -249,14 +311,16 @@ mod tests {
             gates(),
             0.0f32..=1.0,
             0.0f32..=1.0,
+            proptest::option::of(0.0f32..=1.0),
             any::<bool>(),
             any::<bool>(),
         )
             .prop_map(
-                |(gates, confidence, difficulty, can_vote, swarm_agrees)| Facts {
+                |(gates, confidence, difficulty, cloud_gain, can_vote, swarm_agrees)| Facts {
                     gates,
                     confidence,
                     difficulty,
+                    cloud_gain,
                     can_vote,
                     swarm_agrees,
                 },
@@ -295,6 +359,14 @@ mod tests {
         }
 
         #[test]
+        fn a_higher_learned_score_never_moves_towards_local(f in facts(), p in policy(), higher in 0.0f32..=1.0) {
+            let f = Facts { gates: Gates { safety: SafetyAction::Allow, ..f.gates }, ..f };
+            let more = Facts { cloud_gain: Some(f.cloud_gain.unwrap_or(0.0).max(higher)), ..f };
+            let f = Facts { cloud_gain: Some(f.cloud_gain.unwrap_or(0.0)), ..f };
+            prop_assert!(decide(&more, &p).0 >= decide(&f, &p).0);
+        }
+
+        #[test]
         fn without_a_usable_cloud_nothing_goes_to_it(f in facts(), p in policy()) {
             let f = Facts { gates: Gates { cloud_available: false, ..f.gates }, ..f };
             prop_assert_ne!(decide(&f, &p).0, Route::Cloud);
@@ -326,6 +398,7 @@ mod tests {
             gates: g,
             confidence,
             difficulty: 0.0,
+            cloud_gain: None,
             can_vote: true,
             swarm_agrees,
         };
@@ -350,6 +423,52 @@ mod tests {
             ..f(0.9, true)
         };
         assert_eq!(decide(&residency, &p), (Route::Refuse, false));
+    }
+
+    #[test]
+    fn the_learned_score_keeps_votes_or_sends() {
+        let g = Gates {
+            safety: SafetyAction::Allow,
+            cloud_allowed: true,
+            cloud_available: true,
+        };
+        let p = Policy {
+            learned: Some(learned(0.2, 0.6)),
+            ..Policy::default()
+        };
+        let f = |gain, swarm_agrees| Facts {
+            gates: g,
+            // A confidence the threshold policy would keep: the score decides.
+            confidence: 0.99,
+            difficulty: 0.0,
+            cloud_gain: Some(gain),
+            can_vote: true,
+            swarm_agrees,
+        };
+        assert_eq!(decide(&f(0.1, false), &p), (Route::Local, false));
+        assert_eq!(decide(&f(0.4, true), &p), (Route::Swarm, false));
+        assert_eq!(decide(&f(0.4, false), &p), (Route::Cloud, false));
+        assert_eq!(decide(&f(0.7, true), &p), (Route::Cloud, false));
+        // No score (a policy fitted for another input): the thresholds decide.
+        assert_eq!(
+            decide(
+                &Facts {
+                    cloud_gain: None,
+                    ..f(0.7, true)
+                },
+                &p
+            ),
+            (Route::Local, false)
+        );
+        // Offline: the best local answer, marked degraded.
+        let offline = Facts {
+            gates: Gates {
+                cloud_available: false,
+                ..g
+            },
+            ..f(0.7, false)
+        };
+        assert_eq!(decide(&offline, &p), (Route::Swarm, true));
     }
 
     #[test]

@@ -1,0 +1,401 @@
+//! `calibrate --learn`: fitting the learned router ([`LearnedRouter`]) on
+//! recorded answers, and the curves routers are judged by.
+//!
+//! A router is judged as RouteLLM judges them: accuracy against the share of
+//! questions sent to the cloud, from the first model alone (0%) to the cloud
+//! alone (100%). The performance gap recovered at a share, PGR = (accuracy -
+//! first model's) / (cloud's - first model's), summarises a point; CPT(x) is
+//! the cloud share needed to recover x of the gap; APGR is the area under the
+//! PGR curve (0.5 for a random router).
+//!
+//! The learned router's curve comes from k-fold cross-validation: each
+//! question is scored by a model fitted on the other folds, and questions go
+//! to the cloud from the highest score down. The threshold router sends the
+//! first model's least confident answers first (the policy's signal); the
+//! oracle sends exactly the questions the cloud turns right, the bound no
+//! router can pass.
+
+use serde::Serialize;
+
+use crate::calibrate::{folds, CalibrateError};
+use crate::config::Config;
+use crate::measure::{first_answer, Record};
+use crate::plot::Plot;
+use crate::route::learned::{LearnedRouter, FEATURES};
+use crate::route::signals::auroc;
+use crate::route::softmax::FitOptions;
+use crate::workload::Category;
+
+/// One point of a router's curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    pub cloud_share: f64,
+    pub accuracy: f64,
+}
+
+/// The curve of a router that sends questions to the cloud in order of
+/// `priority`, highest first. Questions of equal priority go together: a
+/// router cannot tell them apart, so between two groups the curve is the
+/// straight line a random order among them would give on average.
+pub fn ranked_curve(priority: &[f32], local_right: &[bool], cloud_right: &[bool]) -> Vec<Point> {
+    let n = priority.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| priority[b].total_cmp(&priority[a]));
+    let mut right = local_right.iter().filter(|&&r| r).count() as i64;
+    let mut points = vec![Point {
+        cloud_share: 0.0,
+        accuracy: right as f64 / n.max(1) as f64,
+    }];
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j < n && priority[order[j]] == priority[order[i]] {
+            let q = order[j];
+            right += cloud_right[q] as i64 - local_right[q] as i64;
+            j += 1;
+        }
+        points.push(Point {
+            cloud_share: j as f64 / n as f64,
+            accuracy: right as f64 / n as f64,
+        });
+        i = j;
+    }
+    points
+}
+
+/// The share of the gap between the first model and the cloud that
+/// `accuracy` closes; None when the cloud is no better.
+pub fn gap_recovered(accuracy: f64, first: f64, cloud: f64) -> Option<f64> {
+    (cloud > first).then(|| (accuracy - first) / (cloud - first))
+}
+
+/// The smallest cloud share at which the curve recovers `x` of the gap
+/// (interpolated between points); None if it never does.
+pub fn cloud_share_to_recover(curve: &[Point], first: f64, cloud: f64, x: f64) -> Option<f64> {
+    let pgr = |p: &Point| gap_recovered(p.accuracy, first, cloud);
+    if pgr(curve.first()?)? >= x {
+        return Some(curve[0].cloud_share);
+    }
+    curve.windows(2).find_map(|w| {
+        let (a, b) = (pgr(&w[0])?, pgr(&w[1])?);
+        (a < x && b >= x)
+            .then(|| w[0].cloud_share + (x - a) / (b - a) * (w[1].cloud_share - w[0].cloud_share))
+    })
+}
+
+/// The area under the PGR curve over cloud shares 0 to 1 (trapezoids).
+pub fn average_gap_recovered(curve: &[Point], first: f64, cloud: f64) -> Option<f64> {
+    let mut area = 0.0;
+    for w in curve.windows(2) {
+        let a = gap_recovered(w[0].accuracy, first, cloud)?;
+        let b = gap_recovered(w[1].accuracy, first, cloud)?;
+        area += 0.5 * (a + b) * (w[1].cloud_share - w[0].cloud_share);
+    }
+    Some(area)
+}
+
+/// One router's curve and its summary figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouterCurve {
+    pub name: String,
+    pub curve: Vec<Point>,
+    /// Cloud share to recover 50% and 80% of the gap.
+    pub cpt50: Option<f64>,
+    pub cpt80: Option<f64>,
+    pub apgr: Option<f64>,
+}
+
+impl RouterCurve {
+    fn new(name: &str, curve: Vec<Point>, first: f64, cloud: f64) -> Self {
+        Self {
+            name: name.to_string(),
+            cpt50: cloud_share_to_recover(&curve, first, cloud, 0.5),
+            cpt80: cloud_share_to_recover(&curve, first, cloud, 0.8),
+            apgr: average_gap_recovered(&curve, first, cloud),
+            curve,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Learned {
+    pub folds: usize,
+    pub questions: usize,
+    pub first_model: String,
+    pub first_accuracy: f64,
+    pub cloud_accuracy: f64,
+    /// Share of the questions the cloud turns from wrong to right.
+    pub cloud_helps: f64,
+    /// AUROC for "the cloud helps" of the held-out learned score and of the
+    /// first answer's doubt (1 - the policy's confidence signal).
+    pub auroc_learned: Option<f64>,
+    pub auroc_threshold: Option<f64>,
+    /// Learned, threshold, random and oracle.
+    pub routers: Vec<RouterCurve>,
+    pub target_cloud_share: f64,
+    /// The fitted router's thresholds applied to held-out folds at the target.
+    pub held_out: Point,
+    /// Fitted on every question, thresholds for the target share.
+    pub router: LearnedRouter,
+}
+
+/// The score at or above which `share` of `scores` lie (as near as ties allow).
+fn cut_for_share(scores: &[f32], share: f64) -> f32 {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let m = ((share * sorted.len() as f64).round() as usize).min(sorted.len());
+    match m {
+        0 => 1.0,
+        m if m == sorted.len() => 0.0,
+        m => 0.5 * (sorted[m - 1] + sorted[m]),
+    }
+}
+
+/// Fits the learned router on `records` for a target cloud share, with
+/// k-fold cross-validated curves for it and the baselines.
+pub fn learn(
+    records: &[Record],
+    config: &Config,
+    target_cloud_share: f64,
+    k: usize,
+    opts: FitOptions,
+) -> Result<Learned, CalibrateError> {
+    let questions: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.category != Category::Safety && !r.answers.is_empty() && r.cloud.is_some())
+        .collect();
+    if questions.is_empty() {
+        return Err(CalibrateError::NoAnswers);
+    }
+    if k < 2 || k > questions.len() {
+        return Err(CalibrateError::Folds(k, questions.len()));
+    }
+    let n = questions.len();
+    let x: Vec<Vec<f32>> = questions
+        .iter()
+        .map(|r| first_answer(r).features())
+        .collect();
+    let local_right: Vec<bool> = questions.iter().map(|r| r.answers[0].correct).collect();
+    let cloud_right: Vec<bool> = questions
+        .iter()
+        .map(|r| r.cloud.as_ref().is_some_and(|c| c.correct))
+        .collect();
+    let helps: Vec<bool> = (0..n).map(|i| cloud_right[i] && !local_right[i]).collect();
+
+    let mut held_out_score = vec![0f32; n];
+    let mut held_out_right = 0usize;
+    let mut held_out_cloud = 0usize;
+    for test in folds(&questions, k) {
+        let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();
+        let fit = |idx: &[usize]| {
+            LearnedRouter::fit(
+                &idx.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
+                &idx.iter().map(|&i| helps[i]).collect::<Vec<_>>(),
+                opts,
+            )
+        };
+        let model = fit(&train).map_err(|e| CalibrateError::Fit(e.to_string()))?;
+        let train_scores: Vec<f32> = train.iter().map(|&i| model.predict(&x[i])[1]).collect();
+        let cut = cut_for_share(&train_scores, target_cloud_share);
+        for &i in &test {
+            let s = model.predict(&x[i])[1];
+            held_out_score[i] = s;
+            let cloud = s >= cut;
+            held_out_cloud += cloud as usize;
+            held_out_right += if cloud {
+                cloud_right[i]
+            } else {
+                local_right[i]
+            } as usize;
+        }
+    }
+    let model =
+        LearnedRouter::fit(&x, &helps, opts).map_err(|e| CalibrateError::Fit(e.to_string()))?;
+    let all_scores: Vec<f32> = x.iter().map(|f| model.predict(f)[1]).collect();
+    let cut = cut_for_share(&all_scores, target_cloud_share);
+    let router = LearnedRouter {
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
+        cloud_at: cut,
+        vote_at: cut,
+        model,
+    };
+
+    let rate = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / n as f64;
+    let (first, cloud) = (rate(&local_right), rate(&cloud_right));
+    let signal = config.policy.signal;
+    let doubt: Vec<f32> = questions
+        .iter()
+        .map(|r| 1.0 - signal.confidence(&r.answers[0].uncertainty))
+        .collect();
+    let oracle: Vec<f32> = helps.iter().map(|&h| h as u8 as f32).collect();
+    let random = vec![
+        Point {
+            cloud_share: 0.0,
+            accuracy: first,
+        },
+        Point {
+            cloud_share: 1.0,
+            accuracy: cloud,
+        },
+    ];
+    let routers = vec![
+        RouterCurve::new(
+            "learned",
+            ranked_curve(&held_out_score, &local_right, &cloud_right),
+            first,
+            cloud,
+        ),
+        RouterCurve::new(
+            &format!("threshold ({})", signal.name()),
+            ranked_curve(&doubt, &local_right, &cloud_right),
+            first,
+            cloud,
+        ),
+        RouterCurve::new("random", random, first, cloud),
+        RouterCurve::new(
+            "oracle",
+            ranked_curve(&oracle, &local_right, &cloud_right),
+            first,
+            cloud,
+        ),
+    ];
+    let samples =
+        |s: &[f32]| -> Vec<(f32, bool)> { s.iter().copied().zip(helps.iter().copied()).collect() };
+    Ok(Learned {
+        folds: k,
+        questions: n,
+        first_model: questions[0].answers[0].model.clone(),
+        first_accuracy: first,
+        cloud_accuracy: cloud,
+        cloud_helps: rate(&helps),
+        auroc_learned: auroc(&samples(&held_out_score)),
+        auroc_threshold: auroc(&samples(&doubt)),
+        routers,
+        target_cloud_share,
+        held_out: Point {
+            cloud_share: held_out_cloud as f64 / n as f64,
+            accuracy: held_out_right as f64 / n as f64,
+        },
+        router,
+    })
+}
+
+/// Accuracy against cloud share for every router, as an SVG plot.
+pub fn curves_svg(l: &Learned) -> String {
+    let mut plot = Plot::new(
+        &format!(
+            "swarm-llm routers: accuracy against cloud share on {} questions, {}-fold cross-validated",
+            l.questions, l.folds
+        ),
+        "share of questions sent to the cloud",
+        &format!("accuracy (first model {} alone at 0%)", l.first_model),
+    );
+    for (router, (colour, dashed)) in l.routers.iter().zip([
+        ("#1f77b4", false),
+        ("#ff7f0e", false),
+        ("#999", true),
+        ("#2ca02c", true),
+    ]) {
+        let points: Vec<(f64, f64)> = router
+            .curve
+            .iter()
+            .map(|p| (p.cloud_share, p.accuracy))
+            .collect();
+        plot.line(&points, colour, dashed, 0.0);
+        let label = match (router.apgr, router.cpt50) {
+            (Some(a), Some(c)) => {
+                format!("{}: APGR {:.2}, CPT(50%) {:.0}%", router.name, a, 100.0 * c)
+            }
+            (Some(a), None) => format!("{}: APGR {:.2}", router.name, a),
+            _ => router.name.clone(),
+        };
+        let mid = &router.curve[router.curve.len() / 2];
+        plot.mark(mid.cloud_share, mid.accuracy, colour, &label);
+    }
+    plot.mark(
+        l.held_out.cloud_share,
+        l.held_out.accuracy,
+        "#d62728",
+        "learned at the target (held-out)",
+    );
+    plot.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn a_ranked_curve_runs_from_the_first_model_to_the_cloud() {
+        // Two questions the cloud fixes, one it breaks, one both get right.
+        let local = [false, false, true, true];
+        let cloud = [true, true, false, true];
+        let c = ranked_curve(&[0.9, 0.8, 0.1, 0.2], &local, &cloud);
+        let acc: Vec<f64> = c.iter().map(|p| p.accuracy).collect();
+        assert_eq!(acc, vec![0.5, 0.75, 1.0, 1.0, 0.75]);
+        assert!(close(c.last().unwrap().cloud_share, 1.0));
+        // Ties go together: one step over all four.
+        let flat = ranked_curve(&[0.5; 4], &local, &cloud);
+        assert_eq!(flat.len(), 2);
+        assert!(close(flat[1].accuracy, 0.75));
+    }
+
+    #[test]
+    fn gap_figures_of_the_random_and_a_perfect_router() {
+        let random = [
+            Point {
+                cloud_share: 0.0,
+                accuracy: 0.4,
+            },
+            Point {
+                cloud_share: 1.0,
+                accuracy: 0.8,
+            },
+        ];
+        assert!(close(
+            cloud_share_to_recover(&random, 0.4, 0.8, 0.5).unwrap(),
+            0.5
+        ));
+        assert!(close(
+            cloud_share_to_recover(&random, 0.4, 0.8, 0.8).unwrap(),
+            0.8
+        ));
+        assert!(close(
+            average_gap_recovered(&random, 0.4, 0.8).unwrap(),
+            0.5
+        ));
+        // The whole gap at 20%: CPT(80%) is 16%, and the area nearly 0.9.
+        let perfect = [
+            random[0],
+            Point {
+                cloud_share: 0.2,
+                accuracy: 0.8,
+            },
+            random[1],
+        ];
+        assert!(close(
+            cloud_share_to_recover(&perfect, 0.4, 0.8, 0.8).unwrap(),
+            0.16
+        ));
+        assert!(close(
+            average_gap_recovered(&perfect, 0.4, 0.8).unwrap(),
+            0.9
+        ));
+        // No gap, no figures.
+        assert_eq!(average_gap_recovered(&random, 0.8, 0.8), None);
+        assert_eq!(cloud_share_to_recover(&random, 0.4, 0.8, 1.5), None);
+    }
+
+    #[test]
+    fn the_cut_sends_the_target_share() {
+        let s = [0.9, 0.1, 0.5, 0.7];
+        let cut = cut_for_share(&s, 0.5);
+        assert_eq!(s.iter().filter(|&&v| v >= cut).count(), 2);
+        assert_eq!(cut_for_share(&s, 0.0), 1.0);
+        assert_eq!(cut_for_share(&s, 1.0), 0.0);
+    }
+}
