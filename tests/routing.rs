@@ -138,3 +138,69 @@ async fn an_agreeing_swarm_answers_without_the_cloud() {
     // No cloud is configured in this test; an agreeing swarm is not degraded.
     assert!(reply["degraded"].is_null(), "{reply}");
 }
+
+/// A learned router that says "the cloud helps" for multiple-choice
+/// questions and "keep it" for the rest: its weights are set by hand, so
+/// the test checks the service follows the score, whatever a fit would say.
+fn choice_minded_router() -> swarm_llm::route::learned::LearnedRouter {
+    use swarm_llm::route::learned::{LearnedRouter, CLASSES, FEATURES};
+    let d = FEATURES.len();
+    let offers = FEATURES
+        .iter()
+        .position(|f| *f == "offers_options")
+        .unwrap();
+    let mut helps = vec![0.0; d];
+    helps[offers] = 10.0;
+    LearnedRouter {
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
+        cloud_at: 0.5,
+        vote_at: 0.5,
+        model: swarm_llm::route::softmax::Softmax {
+            classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+            mean: vec![0.0; d],
+            scale: vec![1.0; d],
+            weights: vec![vec![0.0; d], helps],
+            bias: vec![0.0, -5.0],
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_learned_router_decides_from_the_first_answer_and_reports_its_score() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "learned");
+    // A bar no answer passes: only the learned score can keep one local.
+    config.policy.local_min_confidence = 1.0;
+    config.policy.learned = Some(choice_minded_router());
+    let _service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+
+    let reply = ask(&mut client, "swarm/query/line1", QUESTION).await;
+    assert_eq!(reply["route"], "local", "{reply}");
+    assert!(reply["degraded"].is_null(), "{reply}");
+    let gain = reply["signals"]["cloud_gain"].as_f64().unwrap();
+    assert!(gain < 0.5, "{reply}");
+    assert!(reply["signals"]["options"].is_null(), "{reply}");
+
+    let choice = "Which unit measures electrical resistance?\nA. Volt\nB. Ampere\nC. Ohm\nD. Watt\nAnswer with the letter.";
+    let reply = ask(&mut client, "swarm/query/line1", choice).await;
+    let gain = reply["signals"]["cloud_gain"].as_f64().unwrap();
+    assert!(gain >= 0.5, "{reply}");
+    // The cloud would help, but none is configured: the best local answer, marked degraded.
+    assert_eq!(reply["route"], "local", "{reply}");
+    assert!(
+        reply["degraded"]
+            .as_str()
+            .unwrap()
+            .contains("no cloud is configured"),
+        "{reply}"
+    );
+    let options: Vec<f64> = reply["signals"]["options"]
+        .as_array()
+        .expect("the letter distribution of a choice question")
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert_eq!(options.len(), 4, "{reply}");
+    assert!((options.iter().sum::<f64>() - 1.0).abs() < 1e-3, "{reply}");
+}
