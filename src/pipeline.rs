@@ -474,9 +474,12 @@ impl Pipeline {
                 .iter()
                 .map(move |peer| Voter::Peer(boards, peer))
         });
-        let voters: Vec<Voter> = self
-            .others
-            .iter()
+        // The cheapest models first (by their recent job times; config order
+        // until measured): the vote often ends before the slow ones are asked.
+        let mut models: Vec<&(ModelHandle, f32)> = self.others.iter().collect();
+        models.sort_by_key(|(m, _)| m.health().typical_job().unwrap_or_default());
+        let voters: Vec<Voter> = models
+            .into_iter()
             .map(|(model, weight)| Voter::Model(model, *weight))
             .chain(peers)
             .collect();

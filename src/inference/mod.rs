@@ -161,12 +161,17 @@ pub struct ModelInfo {
 }
 
 /// Whether a worker thread is alive and well: busy with a job, and when it
-/// last made progress. The systemd watchdog reads it.
+/// last made progress. The systemd watchdog reads it; the swarm vote asks
+/// the cheapest models first by the typical job time.
 #[derive(Debug, Default)]
 pub struct WorkerHealth {
     busy: AtomicBool,
     /// Milliseconds since [`epoch`] of the last progress.
     last_progress_ms: AtomicU64,
+    /// Milliseconds since [`epoch`] when the current job started.
+    job_started_ms: AtomicU64,
+    /// Moving average of job times in microseconds (0: no job yet).
+    typical_job_us: AtomicU64,
 }
 
 fn epoch() -> Instant {
@@ -181,6 +186,7 @@ fn now_ms() -> u64 {
 impl WorkerHealth {
     pub fn start_job(&self) {
         self.progress();
+        self.job_started_ms.store(now_ms(), Ordering::Release);
         self.busy.store(true, Ordering::Release);
     }
 
@@ -190,6 +196,24 @@ impl WorkerHealth {
 
     pub fn finish_job(&self) {
         self.busy.store(false, Ordering::Release);
+        let took_us =
+            1000 * now_ms().saturating_sub(self.job_started_ms.load(Ordering::Acquire)) + 1;
+        // Only the worker thread writes: a load and a store do not race.
+        let typical = self.typical_job_us.load(Ordering::Acquire);
+        let next = if typical == 0 {
+            took_us
+        } else {
+            (typical * 4 + took_us) / 5
+        };
+        self.typical_job_us.store(next, Ordering::Release);
+    }
+
+    /// The recent typical time of one job (None before the first).
+    pub fn typical_job(&self) -> Option<Duration> {
+        match self.typical_job_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
     }
 
     /// Busy and no progress for at least `limit`.
@@ -906,6 +930,25 @@ mod tests {
         assert_eq!(common_prefix(&toks(&[1, 2]), &toks(&[1, 2, 3])), 2);
         assert_eq!(common_prefix(&toks(&[7]), &toks(&[1, 2])), 0);
         assert_eq!(common_prefix(&[], &toks(&[1])), 0);
+    }
+
+    #[test]
+    fn the_typical_job_time_follows_the_jobs() {
+        let h = WorkerHealth::default();
+        assert_eq!(h.typical_job(), None);
+        h.start_job();
+        std::thread::sleep(Duration::from_millis(20));
+        h.finish_job();
+        let first = h.typical_job().unwrap();
+        assert!(first >= Duration::from_millis(20), "{first:?}");
+        // A quick job moves the average down, by a fifth of the difference.
+        h.start_job();
+        h.finish_job();
+        let second = h.typical_job().unwrap();
+        assert!(
+            second < first && second >= first * 3 / 4,
+            "{first:?} {second:?}"
+        );
     }
 
     #[test]
