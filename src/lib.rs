@@ -21,9 +21,10 @@
 //! - [`route`]: the pure routing core: [`route::safety`] (the safety
 //!   signal's rules and verdict), [`route::harm`] (the learned harm check's
 //!   head, taxonomy and de-obfuscation), [`route::softmax`] (its classifier),
-//!   [`route::signals`] (uncertainty, difficulty, AUROC), [`route::vote`]
-//!   (normalising and tallying the swarm's answers), [`route::policy`]
-//!   (local, swarm, cloud or refuse).
+//!   [`route::signals`] (uncertainty, difficulty, AUROC), [`route::choice`]
+//!   (multiple-choice options and letter distributions), [`route::learned`]
+//!   (the learned router's score), [`route::vote`] (normalising and tallying
+//!   the swarm's answers), [`route::policy`] (local, swarm, cloud or refuse).
 //! - [`journal`]: accepted questions on disk (postcard frames with a
 //!   checksum) until their reply is acknowledged; replayed at start.
 //! - [`peers`]: other boards voting in the swarm: vote requests over MQTT
@@ -45,6 +46,8 @@
 //!   cloud-only, a random router) with Wilson intervals, as table and JSON.
 //! - [`calibrate`]: fits the policy's thresholds to a target cloud share
 //!   with cross-validation, and draws the curve.
+//! - [`learn`]: fits the learned router (`calibrate --learn`) and draws the
+//!   routers' curves with CPT and APGR.
 //! - [`safety_eval`]: trains the learned harm check's head and measures the
 //!   safety check on labelled sets (flag rates per category, threshold curve, cost).
 //! - [`plot`]: the SVG line plot those curves are drawn with.
