@@ -341,6 +341,12 @@ pub struct ModelConfig {
     /// How much this model's votes count in a swarm vote (times its confidence).
     #[serde(default = "default_vote_weight")]
     pub vote_weight: f32,
+    /// The model's letter prior on multiple-choice questions, A first: its
+    /// mean distribution over the option letters, measured on recorded
+    /// answers by `swarm-llm calibrate --learn`. Divided out of each answer's
+    /// letter distribution. Unset: measured at load on a content-free question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub letter_prior: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -650,6 +656,7 @@ impl Config {
                 temperature: 0.0,
                 queue_depth: default_queue_depth(),
                 vote_weight: default_vote_weight(),
+                letter_prior: None,
             }],
         }
     }
@@ -817,6 +824,18 @@ impl ModelConfig {
         if !(0.0..=10.0).contains(&self.vote_weight) {
             v.add(format!("{key}.vote_weight"), "must be between 0 and 10");
         }
+        if let Some(prior) = &self.letter_prior {
+            let total: f32 = prior.iter().sum();
+            if !(2..=crate::route::choice::LETTERS.len()).contains(&prior.len())
+                || prior.iter().any(|p| !(p.is_finite() && *p > 0.0))
+                || (total - 1.0).abs() > 0.01
+            {
+                v.add(
+                    format!("{key}.letter_prior"),
+                    "must be 2 to 5 positive shares (A first) that add up to 1",
+                );
+            }
+        }
     }
 }
 
@@ -928,6 +947,7 @@ prompt_template = "no placeholder"
 name = "a"
 path = "/nonexistent/other.gguf"
 temperature = 5.0
+letter_prior = [0.5, 0.6]
 "#;
         let problems = Config::parse(text).unwrap().validate();
         let keys = keys(&problems);
@@ -944,6 +964,7 @@ temperature = 5.0
             "models[1].name",
             "models[1].path",
             "models[1].temperature",
+            "models[1].letter_prior",
         ] {
             assert!(keys.contains(&want), "missing {want} in {keys:?}");
         }

@@ -139,6 +139,61 @@ pub struct Learned {
     pub router: LearnedRouter,
 }
 
+/// Each model's letter prior: its mean letter distribution over the
+/// recorded four-option questions it named a letter for (Batch Calibration,
+/// Zhou et al. 2024: the bias measured on real questions, not on a
+/// content-free one). None for a model with fewer than 20 such answers.
+pub fn letter_priors(records: &[Record]) -> Vec<(String, Option<Vec<f32>>)> {
+    let Some(first) = records.iter().find(|r| !r.answers.is_empty()) else {
+        return vec![];
+    };
+    (0..first.answers.len())
+        .map(|m| {
+            let rows: Vec<&Vec<f32>> = records
+                .iter()
+                .filter_map(|r| r.answers.get(m)?.options.as_ref())
+                .filter(|o| o.len() == 4)
+                .collect();
+            let prior = (rows.len() >= 20).then(|| {
+                let mut sum = vec![0f32; 4];
+                for row in &rows {
+                    for (s, p) in sum.iter_mut().zip(row.iter()) {
+                        *s += p / rows.len() as f32;
+                    }
+                }
+                let total: f32 = sum.iter().sum();
+                sum.iter()
+                    .map(|s| (s / total * 1e4).round() / 1e4)
+                    .collect()
+            });
+            (first.answers[m].model.clone(), prior)
+        })
+        .collect()
+}
+
+/// The config text with each named model's `letter_prior` set.
+pub fn with_letter_priors(
+    toml_text: &str,
+    priors: &[(String, Option<Vec<f32>>)],
+) -> Result<String, toml::de::Error> {
+    let mut doc: toml::Table = toml::from_str(toml_text)?;
+    if let Some(toml::Value::Array(models)) = doc.get_mut("models") {
+        for m in models.iter_mut().filter_map(toml::Value::as_table_mut) {
+            let name = m
+                .get("name")
+                .and_then(toml::Value::as_str)
+                .map(str::to_string);
+            if let Some((_, Some(prior))) = priors.iter().find(|(n, _)| Some(n) == name.as_ref()) {
+                let values = prior
+                    .iter()
+                    .map(|&p| toml::Value::Float((p as f64 * 1e4).round() / 1e4));
+                m.insert("letter_prior".into(), toml::Value::Array(values.collect()));
+            }
+        }
+    }
+    Ok(toml::to_string(&doc).expect("a table serialises"))
+}
+
 /// The score at or above which `share` of `scores` lie (as near as ties allow).
 fn cut_for_share(scores: &[f32], share: f64) -> f32 {
     let mut sorted = scores.to_vec();
@@ -388,6 +443,32 @@ mod tests {
         // No gap, no figures.
         assert_eq!(average_gap_recovered(&random, 0.8, 0.8), None);
         assert_eq!(cloud_share_to_recover(&random, 0.4, 0.8, 1.5), None);
+    }
+
+    #[test]
+    fn letter_priors_average_each_models_letter_distributions() {
+        use crate::measure::fixtures;
+        let mut records = Vec::new();
+        for i in 0..20 {
+            let mut a = fixtures::answer("a", "C", 0.5, false, 1.0);
+            a.options = Some(if i % 2 == 0 {
+                vec![0.1, 0.1, 0.7, 0.1]
+            } else {
+                vec![0.3, 0.1, 0.5, 0.1]
+            });
+            let b = fixtures::answer("b", "C", 0.5, false, 1.0);
+            records.push(fixtures::record(&format!("q{i}"), vec![a, b], false));
+        }
+        let priors = letter_priors(&records);
+        assert_eq!(priors[0], ("a".to_string(), Some(vec![0.2, 0.1, 0.6, 0.1])));
+        // No letters named: no prior.
+        assert_eq!(priors[1], ("b".to_string(), None));
+        let text = "[[models]]\nname = \"a\"\npath = \"x.gguf\"\n\n[[models]]\nname = \"b\"\npath = \"y.gguf\"\n";
+        let written = with_letter_priors(text, &priors).unwrap();
+        let doc: toml::Table = toml::from_str(&written).unwrap();
+        let models = doc["models"].as_array().unwrap();
+        assert_eq!(models[0]["letter_prior"].as_array().unwrap().len(), 4);
+        assert!(models[1].get("letter_prior").is_none());
     }
 
     #[test]

@@ -765,8 +765,16 @@ async fn learn_command(
         learned: Some(l.router.clone()),
         ..config.policy.clone()
     };
+    let priors = learn::letter_priors(&records);
+    for (model, prior) in &priors {
+        match prior {
+            Some(p) => println!("letter prior of {model} (A first): {p:?}"),
+            None => println!("letter prior of {model}: too few four-option answers with a letter"),
+        }
+    }
     let original = std::fs::read_to_string(config_path)?;
-    std::fs::write(out, calibrate::config_with_policy(&original, &policy)?)?;
+    let with_policy = calibrate::config_with_policy(&original, &policy)?;
+    std::fs::write(out, learn::with_letter_priors(&with_policy, &priors)?)?;
     std::fs::write(plot, learn::curves_svg(&l))?;
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_vec_pretty(&l)?)?;

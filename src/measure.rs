@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use crate::cloud::CloudClient;
 use crate::config::Config;
 use crate::inference::ModelHandle;
-use crate::route::choice;
 use crate::route::harm::SafetyAction;
 use crate::route::learned::FirstAnswer;
 use crate::route::policy::{self, Facts, Gates, Policy, Route};
@@ -38,7 +37,7 @@ pub struct ModelAnswer {
     /// option letters where it named one ([`crate::inference::Generation::options`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<Vec<f32>>,
-    /// The same divided by the model's letter bias ([`choice::calibrate`]).
+    /// The same divided by the model's letter bias ([`crate::route::choice::calibrate`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibrated: Option<Vec<f32>>,
 }
@@ -104,7 +103,7 @@ pub async fn collect(
             for m in models {
                 let started = Instant::now();
                 let deadline = started + Duration::from_millis(config.limits.default_deadline_ms);
-                let (text, uncertainty, options) = match m
+                let (text, uncertainty, options, calibrated) = match m
                     .generate(item.prompt.clone(), None, deadline, never.clone())
                     .await
                 {
@@ -112,17 +111,15 @@ pub async fn collect(
                         g.text.clone(),
                         Uncertainty::from_tokens(&g.token_probs, &g.token_entropies),
                         g.options,
+                        g.calibrated,
                     ),
                     Err(e) => (
                         format!("(no answer: {e})"),
                         Uncertainty::from_tokens(&[], &[]),
                         None,
+                        None,
                     ),
                 };
-                let calibrated = options.as_ref().map(|o| match &m.info.letter_bias {
-                    Some(bias) => choice::calibrate(o, bias),
-                    None => o.clone(),
-                });
                 record.answers.push(ModelAnswer {
                     model: m.info.name.clone(),
                     correct: item.is_correct(&text),
@@ -425,6 +422,26 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// A hard question with these answers; the cloud's (also recorded) is
+    /// right or wrong as `cloud_correct` says.
+    pub fn record(id: &str, answers: Vec<ModelAnswer>, cloud_correct: bool) -> Record {
+        Record {
+            id: id.into(),
+            category: Category::Hard,
+            lookalike: false,
+            prompt: "What current does it draw".into(),
+            safety_score: 0.0,
+            safety_flagged: false,
+            safety_action: crate::route::harm::SafetyAction::Allow,
+            safety_reasons: vec![],
+            difficulty: 0.0,
+            answers,
+            cloud: Some(answer("cloud", "3 A", 1.0, cloud_correct, 1.0)),
+            cloud_tokens: 40,
+            cloud_bytes: 400,
+        }
+    }
+
     /// The example config with two models, `a` and `b`.
     pub fn two_models() -> Config {
         let mut c = Config::example();
@@ -442,27 +459,10 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fixtures::record;
 
     fn answer(model: &str, text: &str, p: f32, correct: bool) -> ModelAnswer {
         fixtures::answer(model, text, p, correct, 1.0)
-    }
-
-    fn record(id: &str, answers: Vec<ModelAnswer>, cloud_correct: bool) -> Record {
-        Record {
-            id: id.into(),
-            category: Category::Hard,
-            lookalike: false,
-            prompt: "What current does it draw".into(),
-            safety_score: 0.0,
-            safety_flagged: false,
-            safety_action: crate::route::harm::SafetyAction::Allow,
-            safety_reasons: vec![],
-            difficulty: 0.0,
-            answers,
-            cloud: Some(answer("cloud", "3 A", 1.0, cloud_correct)),
-            cloud_tokens: 40,
-            cloud_bytes: 400,
-        }
     }
 
     #[test]

@@ -30,7 +30,6 @@ use crate::protocol::{
     millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetySignal, Signals,
     Timing, Vote,
 };
-use crate::route::choice;
 use crate::route::harm::SafetyAction;
 use crate::route::learned::FirstAnswer;
 use crate::route::policy::{self, AfterFirst, AfterVote, BeforeGeneration, Gates, Policy};
@@ -395,13 +394,7 @@ impl Pipeline {
         reply.finish = Some(first.finish.as_str().to_string());
         let u = Uncertainty::from_tokens(&first.token_probs, &first.token_entropies);
         let confidence = self.policy.signal.confidence(&u);
-        signals.options = first
-            .options
-            .as_ref()
-            .map(|o| match &self.first.info.letter_bias {
-                Some(bias) => choice::calibrate(o, bias),
-                None => o.clone(),
-            });
+        signals.options = first.calibrated.clone();
         signals.cloud_gain = self.policy.learned.as_ref().map(|l| {
             l.score(&FirstAnswer {
                 uncertainty: &u,

@@ -129,6 +129,8 @@ pub struct Generation {
     /// For a question that offers options: the model's distribution over
     /// their letters at the first token that named one (None when none did).
     pub options: Option<Vec<f32>>,
+    /// The same with the model's letter bias divided out.
+    pub calibrated: Option<Vec<f32>>,
     /// Prompt processing until the first token was chosen.
     pub time_to_first_token: Duration,
     /// From the first token to the end: the decode phase.
@@ -154,9 +156,10 @@ pub struct ModelInfo {
     pub embedding_size: usize,
     /// Fingerprint of the prompt the encoder reads questions in.
     pub encoder_prompt: u64,
-    /// The model's distribution over the option letters on a content-free
-    /// question ([`choice::CONTENT_FREE_QUESTION`]): its letter bias, for
-    /// [`choice::calibrate`]. None when it named no letter there.
+    /// The letter bias divided out of the model's letter distributions
+    /// ([`choice::calibrate`]): the configured `letter_prior`, else its
+    /// distribution on a content-free question
+    /// ([`choice::CONTENT_FREE_QUESTION`]). None when it named no letter there.
     pub letter_bias: Option<Vec<f32>>,
 }
 
@@ -410,6 +413,8 @@ struct Worker<'m> {
     cached: Vec<LlamaToken>,
     /// Per option letter, the tokens that spell it ("C" and " C").
     letters: Vec<Vec<LlamaToken>>,
+    /// See [`ModelInfo::letter_bias`].
+    letter_bias: Option<Vec<f32>>,
 }
 
 fn worker_main(
@@ -524,14 +529,19 @@ fn worker_main(
         rng: rand::rngs::StdRng::seed_from_u64(0x5eed),
         cached: Vec::new(),
         letters,
+        letter_bias: None,
     };
-    info.letter_bias = match worker.letter_bias(&health) {
-        Ok(bias) => bias,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
+    worker.letter_bias = match worker.config.letter_prior.clone() {
+        Some(prior) => Some(prior),
+        None => match worker.letter_bias(&health) {
+            Ok(bias) => bias,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        },
     };
+    info.letter_bias = worker.letter_bias.clone();
     tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = worker.config.gpu_layers, letter_bias = ?info.letter_bias, "model loaded");
     if ready.send(Ok(info)).is_err() {
         return;
@@ -898,15 +908,31 @@ impl Worker<'_> {
         if let Some(at) = cut {
             text.truncate(at);
         }
+        let mut text = text.trim().to_string();
+        let calibrated = options.as_ref().map(|o| match &self.letter_bias {
+            Some(bias) => choice::calibrate(o, bias),
+            None => o.clone(),
+        });
+        // With a letter prior measured on real questions, the answer is the
+        // option that leads once the prior is divided out (calibrate-before-use).
+        if self.config.letter_prior.is_some() {
+            if let Some(better) = calibrated
+                .as_ref()
+                .and_then(|c| choice::calibrated_answer(&job.question, &text, c))
+            {
+                text = better;
+            }
+        }
         let first = first_token_at.unwrap_or(start);
         Ok(Generation {
             model: name,
-            text: text.trim().to_string(),
+            text,
             finish,
             prompt_tokens: tokens.len(),
             token_probs: probs,
             token_entropies: entropies,
             options,
+            calibrated,
             time_to_first_token: first - start,
             decode_time: first.elapsed(),
         })

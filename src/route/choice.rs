@@ -118,6 +118,19 @@ pub fn calibrate(probs: &[f32], bias: &[f32]) -> Vec<f32> {
     }
 }
 
+/// The answer to give instead of `answer` when the calibrated distribution
+/// over the question's options puts another option first: that option's
+/// letter and text. None when the answer already picks it (or the
+/// distribution does not fit the question's options).
+pub fn calibrated_answer(question: &str, answer: &str, calibrated: &[f32]) -> Option<String> {
+    let options = options(question);
+    if options.len() != calibrated.len() {
+        return None;
+    }
+    let top = OptionSignals::of(calibrated)?.top;
+    (picked(answer, &options) != Some(top)).then(|| format!("{}. {}", LETTERS[top], options[top]))
+}
+
 /// How sure a distribution over the options is.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OptionSignals {
@@ -212,6 +225,23 @@ mod tests {
         // No usable bias: unchanged.
         assert_eq!(calibrate(&[0.6, 0.4], &[0.5]), vec![0.6, 0.4]);
         assert_eq!(calibrate(&[0.6, 0.4], &[0.0, 1.0]), vec![0.6, 0.4]);
+    }
+
+    #[test]
+    fn the_calibrated_pick_replaces_another_answer() {
+        let cal = [0.1, 0.2, 0.6, 0.1];
+        assert_eq!(
+            calibrated_answer(Q, "A", &cal).as_deref(),
+            Some("C. Incandescent")
+        );
+        assert_eq!(
+            calibrated_answer(Q, "I am not sure", &cal).as_deref(),
+            Some("C. Incandescent")
+        );
+        assert_eq!(calibrated_answer(Q, "(C)", &cal), None);
+        // A distribution over other options, or no options at all: unchanged.
+        assert_eq!(calibrated_answer(Q, "A", &[0.4, 0.6]), None);
+        assert_eq!(calibrated_answer("What is 2+2", "4", &[0.4, 0.6]), None);
     }
 
     #[test]
