@@ -2,7 +2,8 @@
 //! for its reply and returns the reply JSON. It speaks MQTT 5 (reply address in
 //! Response Topic and Correlation Data) or 3.1.1 (`reply_to` and `id` in the
 //! payload), which makes it both a tool for operators and a check that both
-//! paths of the service work.
+//! paths of the service work. `swarm-llm status` lists the boards from
+//! their retained statuses.
 
 use rand::SeedableRng;
 use std::time::Duration;
@@ -28,6 +29,14 @@ pub enum AskError {
     Timeout(Duration),
 }
 
+/// How the command-line clients log in to the broker.
+#[derive(Debug, Clone, Default)]
+pub struct Login {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: Option<TlsFiles>,
+}
+
 #[derive(Debug, Clone)]
 pub struct AskOptions {
     pub broker: String,
@@ -39,9 +48,162 @@ pub struct AskOptions {
     pub max_tokens: Option<u32>,
     pub deadline_ms: Option<u64>,
     pub timeout: Duration,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub tls: Option<TlsFiles>,
+    pub login: Login,
+}
+
+/// A command-line client's connection: its events come on `rx` from a
+/// task of their own, so the caller may await publishes meanwhile.
+struct Connection {
+    client: mqtt::Client,
+    rx: mpsc::Receiver<Result<Event, MqttError>>,
+    poller: tokio::task::JoinHandle<()>,
+}
+
+fn open(
+    broker: &str,
+    protocol: MqttProtocol,
+    login: &Login,
+    tag: &str,
+) -> Result<Connection, AskError> {
+    let (tls, host, port) = parse_broker_url(broker)?;
+    if tls && login.tls.is_none() {
+        return Err(AskError::TlsNeedsCa);
+    }
+    let settings = ConnectSettings {
+        host,
+        port,
+        protocol,
+        client_id: format!("swarm-llm-cli-{tag}"),
+        clean_session: true,
+        keep_alive: Duration::from_secs(30),
+        session_expiry_s: 0,
+        max_packet_bytes: 4 * 1024 * 1024,
+        credentials: login
+            .username
+            .clone()
+            .map(|u| (u, login.password.clone().unwrap_or_default())),
+        tls: if tls { login.tls.clone() } else { None },
+        last_will: None,
+        receive_maximum: None,
+    };
+    let (client, mut events) = mqtt::connect(&settings, false);
+    let (tx, rx) = mpsc::channel(64);
+    let poller = tokio::spawn(async move {
+        loop {
+            let e = events.poll().await;
+            let failed = e.is_err();
+            if tx.send(e).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Ok(Connection { client, rx, poller })
+}
+
+/// One board as its retained status describes it. Unknown fields are
+/// ignored, so an older `status` reads newer boards.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct BoardStatus {
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub journal: Option<String>,
+    /// The topic it came on.
+    #[serde(default)]
+    pub topic: String,
+}
+
+/// Reads a status payload; None for one that is not a status (or empty: a
+/// cleared retained message).
+pub fn parse_status(topic: &str, payload: &[u8]) -> Option<BoardStatus> {
+    let mut s: BoardStatus = serde_json::from_slice(payload).ok()?;
+    s.topic = topic.to_string();
+    if s.node.is_empty() {
+        s.node = topic.rsplit('/').next().unwrap_or_default().to_string();
+    }
+    Some(s)
+}
+
+/// One line per board: name, state, version, models, journal.
+pub fn render_statuses(boards: &[BoardStatus]) -> String {
+    let mut out = format!(
+        "{:<20} {:<8} {:<8} {:<8} {}\n",
+        "board", "state", "version", "journal", "models"
+    );
+    for b in boards {
+        out += &format!(
+            "{:<20} {:<8} {:<8} {:<8} {}\n",
+            b.node,
+            b.state,
+            b.version,
+            b.journal.as_deref().unwrap_or("-"),
+            b.models.join(",")
+        );
+    }
+    out
+}
+
+/// The retained statuses under `prefix`, collected for `wait` after the
+/// subscription is granted (the broker sends retained messages at once),
+/// sorted by board name.
+pub async fn statuses(
+    broker: &str,
+    protocol: MqttProtocol,
+    login: &Login,
+    prefix: &str,
+    wait: Duration,
+) -> Result<Vec<BoardStatus>, AskError> {
+    let mut rng = rand::rngs::StdRng::from_os_rng();
+    let tag = format!("{:016x}", rng.random::<u64>());
+    let Connection {
+        client,
+        mut rx,
+        poller,
+    } = open(broker, protocol, login, &tag)?;
+    let filter = format!("{prefix}/+");
+    let mut boards = std::collections::BTreeMap::new();
+    let mut until: Option<tokio::time::Instant> = None;
+    let result = loop {
+        let next = match until {
+            Some(t) => match tokio::time::timeout_at(t, rx.recv()).await {
+                Ok(e) => e,
+                Err(_) => break Ok(()),
+            },
+            None => match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+                Ok(e) => e,
+                Err(_) => break Err(AskError::Timeout(Duration::from_secs(30))),
+            },
+        };
+        match next.expect("poller sends until an error") {
+            Err(e) => break Err(AskError::Mqtt(e)),
+            Ok(Event::Connected { .. }) => client.try_subscribe(&filter)?,
+            Ok(Event::Subscribed { granted: false }) => {
+                break Err(AskError::SubscribeRefused(filter.clone()))
+            }
+            Ok(Event::Subscribed { granted: true }) => {
+                until = Some(tokio::time::Instant::now() + wait)
+            }
+            Ok(Event::Message(m, _)) => {
+                match parse_status(&m.topic, &m.payload) {
+                    Some(s) => boards.insert(m.topic.clone(), s),
+                    None => boards.remove(&m.topic),
+                };
+            }
+            Ok(_) => {}
+        }
+    };
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), poller).await;
+    result?;
+    let mut list: Vec<BoardStatus> = boards.into_values().collect();
+    list.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(list)
 }
 
 /// Splits `mqtt://host:port` / `mqtts://host:port` into (tls, host, port).
@@ -67,10 +229,6 @@ pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), AskError> {
 
 /// Publishes the question and returns the reply payload.
 pub async fn ask(o: AskOptions) -> Result<Vec<u8>, AskError> {
-    let (tls, host, port) = parse_broker_url(&o.broker)?;
-    if tls && o.tls.is_none() {
-        return Err(AskError::TlsNeedsCa);
-    }
     let mut rng = rand::rngs::StdRng::from_os_rng();
     let tag = format!("{:016x}", rng.random::<u64>());
     let id = o.id.clone().unwrap_or_else(|| format!("ask-{tag}"));
@@ -78,35 +236,11 @@ pub async fn ask(o: AskOptions) -> Result<Vec<u8>, AskError> {
         .reply_topic
         .clone()
         .unwrap_or_else(|| format!("swarm/reply/ask-{tag}"));
-    let settings = ConnectSettings {
-        host,
-        port,
-        protocol: o.protocol,
-        client_id: format!("swarm-llm-ask-{tag}"),
-        clean_session: true,
-        keep_alive: Duration::from_secs(30),
-        session_expiry_s: 0,
-        max_packet_bytes: 4 * 1024 * 1024,
-        credentials: o
-            .username
-            .clone()
-            .map(|u| (u, o.password.clone().unwrap_or_default())),
-        tls: if tls { o.tls.clone() } else { None },
-        last_will: None,
-        receive_maximum: None,
-    };
-    let (client, mut events) = mqtt::connect(&settings, false);
-    // The event loop runs in its own task so this one may await publishes.
-    let (tx, mut rx) = mpsc::channel(64);
-    let poller = tokio::spawn(async move {
-        loop {
-            let e = events.poll().await;
-            let failed = e.is_err();
-            if tx.send(e).await.is_err() || failed {
-                break;
-            }
-        }
-    });
+    let Connection {
+        client,
+        mut rx,
+        poller,
+    } = open(&o.broker, o.protocol, &o.login, &tag)?;
     let correlation = tag.as_bytes().to_vec();
     let result = tokio::time::timeout(o.timeout, async {
         loop {
@@ -171,6 +305,25 @@ fn request_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_read_tolerantly_and_render_one_line_each() {
+        let online = parse_status(
+            "swarm/status/press-2",
+            br#"{"node":"press-2","state":"online","version":"0.1.0","models":["qwen05","smollm2"],"journal":"ok","future":1}"#,
+        )
+        .unwrap();
+        assert_eq!(online.models, vec!["qwen05", "smollm2"]);
+        // A last will names no node: the topic does.
+        let offline = parse_status("swarm/status/press-1", br#"{"state":"offline"}"#).unwrap();
+        assert_eq!(offline.node, "press-1");
+        assert_eq!(parse_status("swarm/status/x", b""), None);
+        let table = render_statuses(&[offline, online]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].starts_with("press-1") && lines[1].contains("offline"));
+        assert!(lines[2].contains("online") && lines[2].ends_with("qwen05,smollm2"));
+    }
 
     #[test]
     fn broker_urls() {

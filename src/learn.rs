@@ -155,7 +155,7 @@ pub fn letter_priors(records: &[Record]) -> Vec<(String, Option<Vec<f32>>)> {
                 .filter(|o| o.len() == 4)
                 .collect();
             let prior = (rows.len() >= 20).then(|| {
-                let mut sum = vec![0f32; 4];
+                let mut sum = [0f32; 4];
                 for row in &rows {
                     for (s, p) in sum.iter_mut().zip(row.iter()) {
                         *s += p / rows.len() as f32;

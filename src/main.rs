@@ -19,6 +19,57 @@ const EXIT_ERROR_REPLY: u8 = 3;
 /// Exit code for `ask` when no reply came in time.
 const EXIT_TIMEOUT: u8 = 4;
 
+/// Which broker a command-line client talks to, and how it logs in (the
+/// password comes from the environment, never the command line).
+#[derive(clap::Args)]
+struct BrokerArgs {
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    /// MQTT protocol version.
+    #[arg(long, value_parser = ["5", "3.1.1"], default_value = "5")]
+    mqtt: String,
+    #[arg(long)]
+    username: Option<String>,
+    /// CA certificate (PEM) for an mqtts:// broker.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    fn login(&self) -> Result<(MqttProtocol, ask::Login), String> {
+        let read =
+            |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let client_auth = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
+        let tls = self
+            .ca_file
+            .as_ref()
+            .map(read)
+            .transpose()?
+            .map(|ca| TlsFiles { ca, client_auth });
+        let protocol = if self.mqtt == "5" {
+            MqttProtocol::V5
+        } else {
+            MqttProtocol::V311
+        };
+        Ok((
+            protocol,
+            ask::Login {
+                username: self.username.clone(),
+                password: std::env::var(MQTT_PASSWORD_ENV).ok(),
+                tls,
+            },
+        ))
+    }
+}
+
 /// Where the models' answers to a workload come from.
 #[derive(clap::Args)]
 struct AnswerSource {
@@ -81,17 +132,14 @@ enum Command {
     Ask {
         /// The question.
         question: String,
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        broker: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Topic to publish the question on.
         #[arg(long, default_value = "swarm/query/cli")]
         topic: String,
         /// Topic to receive the reply on (default: a fresh one under swarm/reply/).
         #[arg(long)]
         reply_topic: Option<String>,
-        /// MQTT protocol version.
-        #[arg(long, value_parser = ["5", "3.1.1"], default_value = "5")]
-        mqtt: String,
         /// Seconds to wait for the reply.
         #[arg(long, default_value_t = 120.0)]
         timeout: f64,
@@ -101,16 +149,21 @@ enum Command {
         max_tokens: Option<u32>,
         #[arg(long)]
         deadline_ms: Option<u64>,
+    },
+    /// List the boards on a broker from their retained statuses: one line
+    /// each (state, version, journal, models), or JSON.
+    Status {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// The boards' `mqtt.status_topic_prefix`.
+        #[arg(long, default_value = "swarm/status")]
+        prefix: String,
+        /// Seconds to collect statuses after subscribing.
+        #[arg(long, default_value_t = 1.0)]
+        wait: f64,
+        /// One JSON array instead of the table.
         #[arg(long)]
-        username: Option<String>,
-        /// CA certificate (PEM) for an mqtts:// broker.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// Client certificate and key (PEM) for mutual TLS.
-        #[arg(long, requires = "key")]
-        cert: Option<PathBuf>,
-        #[arg(long, requires = "cert")]
-        key: Option<PathBuf>,
+        json: bool,
     },
     /// Measure the uncertainty signals (AUROC per model) and replay the routing
     /// policy on a labelled workload.
@@ -466,43 +519,22 @@ fn main() -> ExitCode {
             broker,
             topic,
             reply_topic,
-            mqtt,
             timeout,
             id,
             max_tokens,
             deadline_ms,
-            username,
-            ca_file,
-            cert,
-            key,
         } => {
             swarm_llm::logging::init("warn");
-            let read = |p: &PathBuf| {
-                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
-            };
-            let tls = match ca_file.as_ref().map(read).transpose().and_then(|ca| {
-                let auth = match (&cert, &key) {
-                    (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-                    _ => None,
-                };
-                Ok(ca.map(|ca| TlsFiles {
-                    ca,
-                    client_auth: auth,
-                }))
-            }) {
-                Ok(t) => t,
+            let (protocol, login) = match broker.login() {
+                Ok(l) => l,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::FAILURE;
                 }
             };
             let options = AskOptions {
-                broker,
-                protocol: if mqtt == "5" {
-                    MqttProtocol::V5
-                } else {
-                    MqttProtocol::V311
-                },
+                broker: broker.broker,
+                protocol,
                 topic,
                 reply_topic,
                 question,
@@ -510,9 +542,7 @@ fn main() -> ExitCode {
                 max_tokens,
                 deadline_ms,
                 timeout: Duration::from_secs_f64(timeout),
-                username,
-                password: std::env::var(MQTT_PASSWORD_ENV).ok(),
-                tls,
+                login,
             };
             match block_on(ask::ask(options)) {
                 Ok(payload) => {
@@ -531,6 +561,41 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status {
+            broker,
+            prefix,
+            wait,
+            json,
+        } => {
+            swarm_llm::logging::init("warn");
+            let listed =
+                broker
+                    .login()
+                    .map_err(anyhow::Error::msg)
+                    .and_then(|(protocol, login)| {
+                        Ok(block_on(ask::statuses(
+                            &broker.broker,
+                            protocol,
+                            &login,
+                            &prefix,
+                            Duration::from_secs_f64(wait),
+                        ))?)
+                    });
+            match listed {
+                Ok(boards) if json => {
+                    println!("{}", serde_json::to_string_pretty(&boards).expect("json"));
+                    ExitCode::SUCCESS
+                }
+                Ok(boards) => {
+                    print!("{}", ask::render_statuses(&boards));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }
