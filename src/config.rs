@@ -94,6 +94,24 @@ pub struct Config {
     /// The local small models. Each one is owned by its own inference thread.
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// A Prometheus scrape endpoint; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The Prometheus endpoint (see [`crate::metrics`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address and port to listen on, e.g. "127.0.0.1:9464".
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The listen address; None when it is not `IP:PORT`.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -468,6 +486,14 @@ impl Config {
         }
         self.mqtt.validate(&mut v);
         self.limits.validate(&mut v);
+        if let Some(m) = &self.metrics {
+            if m.address().is_none() {
+                v.add(
+                    "metrics.listen",
+                    format!("{:?} is not IP:PORT (e.g. \"127.0.0.1:9464\")", m.listen),
+                );
+            }
+        }
         if let Some(j) = &self.journal {
             if j.max_bytes < 64 << 10 {
                 v.add("journal.max_bytes", "must be at least 65536");
@@ -658,6 +684,7 @@ impl Config {
                 vote_weight: default_vote_weight(),
                 letter_prior: None,
             }],
+            metrics: None,
         }
     }
 }
@@ -948,6 +975,8 @@ name = "a"
 path = "/nonexistent/other.gguf"
 temperature = 5.0
 letter_prior = [0.5, 0.6]
+[metrics]
+listen = "localhost"
 "#;
         let problems = Config::parse(text).unwrap().validate();
         let keys = keys(&problems);
@@ -965,6 +994,7 @@ letter_prior = [0.5, 0.6]
             "models[1].path",
             "models[1].temperature",
             "models[1].letter_prior",
+            "metrics.listen",
         ] {
             assert!(keys.contains(&want), "missing {want} in {keys:?}");
         }

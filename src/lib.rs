@@ -53,6 +53,7 @@
 //! - [`plot`]: the SVG line plot those curves are drawn with.
 //! - [`config`]: typed TOML config and the validation that reports every problem.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
+//! - [`metrics`]: the Prometheus endpoint (off by default) and what feeds it.
 //! - [`systemd`]: readiness, stopping and a watchdog that trips on a hung model thread.
 //! - [`logging`]: tracing to stderr, or to journald with structured fields.
 //! - [`ask`]: the command-line client.
@@ -68,6 +69,7 @@ pub mod journal;
 pub mod learn;
 pub mod logging;
 pub mod measure;
+pub mod metrics;
 pub mod mqtt;
 pub mod peers;
 pub mod pipeline;

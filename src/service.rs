@@ -55,6 +55,8 @@ pub enum ServiceError {
     Cloud(#[from] CloudError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// How long past the drain timeout mqtt_out may still wait for PUBACKs
@@ -172,6 +174,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let give_up = CancellationToken::new();
     let (subscribed_tx, mut subscribed_rx) = watch::channel(false);
     let (accepted_tx, accepted_rx) = mpsc::channel(config.limits.intake_queue);
+    let metrics_stop = CancellationToken::new();
+    if let Some(listen) = config.metrics.as_ref().and_then(|m| m.address()) {
+        crate::metrics::install(listen)?;
+        tokio::spawn(crate::metrics::sample(
+            crate::metrics::State {
+                models: models.clone(),
+                pipeline: pipeline.clone(),
+                intake: accepted_tx.downgrade(),
+                journal_healthy: journal_healthy.clone(),
+                journal_on: journal.is_some(),
+            },
+            metrics_stop.clone(),
+        ));
+    }
     let (out_tx, out_rx) = mpsc::channel(config.limits.intake_queue + config.limits.max_in_flight);
     let mqtt_done = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -261,6 +277,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     });
     tracing::info!("shutting down: answering accepted questions, then disconnecting");
     tasks.wait().await;
+    metrics_stop.cancel();
     tracing::info!("stopped");
     Ok(())
 }

@@ -211,6 +211,10 @@ impl WorkerHealth {
         self.typical_job_us.store(next, Ordering::Release);
     }
 
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
     /// The recent typical time of one job (None before the first).
     pub fn typical_job(&self) -> Option<Duration> {
         match self.typical_job_us.load(Ordering::Acquire) {

@@ -60,9 +60,11 @@ impl Intake {
     /// An error reply to a request that was not taken (so not in the journal).
     fn failure(&self, request: Request, error: ReplyError, received: Instant) -> Outcome {
         let latency = protocol::millis(received.elapsed());
+        let reply = Reply::failure(Some(request.id), &self.node, error, latency);
+        crate::metrics::record_reply(&reply);
         Outcome::Reply(Outgoing {
             to: request.reply,
-            payload: Reply::failure(Some(request.id), &self.node, error, latency).to_json(),
+            payload: reply.to_json(),
             seq: None,
         })
     }
@@ -96,6 +98,7 @@ impl Intake {
                         "the deadline passed while the service was restarting",
                     );
                     let reply = Reply::failure(Some(entry.id.clone()), &self.node, error, 0.0);
+                    crate::metrics::record_reply(&reply);
                     let out = Outgoing {
                         to: entry.reply_address(),
                         payload: reply.to_json(),
@@ -191,9 +194,11 @@ impl Intake {
                         "rejected a request"
                     );
                     let latency = protocol::millis(received.elapsed());
+                    let reply = Reply::failure(rej.id, &self.node, rej.error, latency);
+                    crate::metrics::record_reply(&reply);
                     Outcome::Reply(Outgoing {
                         to: rej.reply,
-                        payload: Reply::failure(rej.id, &self.node, rej.error, latency).to_json(),
+                        payload: reply.to_json(),
                         seq: None,
                     })
                 }

@@ -61,6 +61,7 @@ impl Router {
                         seq,
                     } = accepted;
                     let reply = pipeline.answer(&request, received, &abort).await;
+                    crate::metrics::record_reply(&reply);
                     let _ = to_out
                         .send(Outgoing {
                             to: request.reply,

@@ -1,0 +1,97 @@
+//! The Prometheus endpoint, scraped during a run of the real binary against
+//! mosquitto and a real small model, and read with a Prometheus exposition
+//! parser.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use swarm_llm::config::MetricsConfig;
+use swarm_llm::mqtt::PublishProps;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"))
+}
+
+/// The sum of a counter's samples whose labels include `labels`.
+fn total(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_counters_move_while_the_service_answers() {
+    let broker = Broker::start();
+    let port = free_port();
+    let mut config = service_config(&broker, "metered");
+    config.metrics = Some(MetricsConfig {
+        listen: format!("127.0.0.1:{port}"),
+    });
+    let _service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+
+    let reply = client
+        .ask_text("What colour is an emergency stop button", WAIT)
+        .await;
+    assert!(reply["error"].is_null(), "{reply}");
+    client
+        .publish(
+            "swarm/query/line1",
+            b"{\"question\": ",
+            PublishProps::default(),
+        )
+        .await;
+    let bad = client.reply(WAIT).await;
+    assert_eq!(bad["error"]["code"], "malformed_json", "{bad}");
+
+    // The gauges are sampled every 2 s.
+    tokio::time::sleep(swarm_llm::metrics::SAMPLE_EVERY + Duration::from_millis(500)).await;
+    let s = scrape(port).await;
+    assert!(
+        total(&s, "swarm_questions_total", &[("outcome", "answered")])
+            + total(&s, "swarm_questions_total", &[("outcome", "degraded")])
+            >= 1.0
+    );
+    assert_eq!(
+        total(&s, "swarm_errors_total", &[("code", "malformed_json")]),
+        1.0
+    );
+    let latency = s
+        .samples
+        .iter()
+        .find(|x| x.metric == "swarm_latency_seconds" && x.labels.get("route") == Some("local"))
+        .expect("a latency histogram for the local route");
+    match &latency.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert!(buckets.iter().any(|b| b.count >= 1.0), "{buckets:?}")
+        }
+        other => panic!("not a histogram: {other:?}"),
+    }
+    assert!(total(&s, "swarm_generated_tokens_total", &[]) > 0.0);
+    let model = config.models[0].name.as_str();
+    assert!(s
+        .samples
+        .iter()
+        .any(|x| x.metric == "swarm_model_busy" && x.labels.get("model") == Some(model)));
+    // The test service journals to its own folder, and the journal is well.
+    assert_eq!(total(&s, "swarm_journal_healthy", &[]), 1.0);
+}
