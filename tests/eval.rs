@@ -49,6 +49,23 @@ fn read_json(dir: &Path, file: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join(file)).unwrap()).unwrap()
 }
 
+/// `calibrate` for a 50% cloud share, 2 folds, on the saved records, plus `extra`.
+fn calibrate(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "calibrate",
+        "--config",
+        "swarm.toml",
+        "--from-records",
+        "records.json",
+        "--target-cloud-share",
+        "0.5",
+        "--folds",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    swarm_llm(dir, &args)
+}
+
 fn swarm_llm(dir: &Path, args: &[&str]) -> Output {
     let out = Command::new(BIN)
         .current_dir(dir)
@@ -168,22 +185,7 @@ async fn eval_with_the_cloud_then_calibrate_on_its_records() {
     // Flagged: sent to the cloud with the safety notice.
     assert_eq!(full["safety_handled"], 1.0);
 
-    let out = swarm_llm(
-        dir.path(),
-        &[
-            "calibrate",
-            "--config",
-            "swarm.toml",
-            "--from-records",
-            "records.json",
-            "--target-cloud-share",
-            "0.5",
-            "--folds",
-            "2",
-            "--out",
-            "fitted.toml",
-        ],
-    );
+    let out = calibrate(dir.path(), &["--out", "fitted.toml"]);
     assert!(out.status.success());
     // The written config is complete and valid: check-config accepts it.
     let fitted = std::fs::read_to_string(dir.path().join("fitted.toml")).unwrap();
@@ -192,4 +194,39 @@ async fn eval_with_the_cloud_then_calibrate_on_its_records() {
     assert!(check.status.success());
     let svg = std::fs::read_to_string(dir.path().join("fitted.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
+
+    // The learned router on the same records: a valid config that eval follows.
+    let out = calibrate(
+        dir.path(),
+        &["--learn", "--out", "learned.toml", "--json", "learned.json"],
+    );
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for router in ["learned", "threshold", "random", "oracle"] {
+        assert!(stdout.contains(router), "{stdout}");
+    }
+    let learned = std::fs::read_to_string(dir.path().join("learned.toml")).unwrap();
+    assert!(learned.contains("[policy.learned]"), "{learned}");
+    assert!(swarm_llm(dir.path(), &["check-config", "learned.toml"])
+        .status
+        .success());
+    let figures = read_json(dir.path(), "learned.json");
+    assert_eq!(figures["routers"].as_array().unwrap().len(), 4);
+    let out = swarm_llm(
+        dir.path(),
+        &[
+            "eval",
+            "--config",
+            "learned.toml",
+            "--from-records",
+            "records.json",
+            "--json",
+            "learned-report.json",
+        ],
+    );
+    assert!(out.status.success());
+    let report = read_json(dir.path(), "learned-report.json");
+    assert!(report["modes"]["swarm+cloud"]["cloud_share"]
+        .as_f64()
+        .is_some());
 }
