@@ -156,11 +156,6 @@ pub struct ModelInfo {
     pub embedding_size: usize,
     /// Fingerprint of the prompt the encoder reads questions in.
     pub encoder_prompt: u64,
-    /// The letter bias divided out of the model's letter distributions
-    /// ([`choice::calibrate`]): the configured `letter_prior`, else its
-    /// distribution on a content-free question
-    /// ([`choice::CONTENT_FREE_QUESTION`]). None when it named no letter there.
-    pub letter_bias: Option<Vec<f32>>,
 }
 
 /// Whether a worker thread is alive and well: busy with a job, and when it
@@ -417,8 +412,15 @@ struct Worker<'m> {
     cached: Vec<LlamaToken>,
     /// Per option letter, the tokens that spell it ("C" and " C").
     letters: Vec<Vec<LlamaToken>>,
-    /// See [`ModelInfo::letter_bias`].
+    /// The letter bias divided out of the model's letter distributions
+    /// ([`choice::calibrate`]): the configured `letter_prior`, else its
+    /// distribution on a content-free question
+    /// ([`choice::CONTENT_FREE_QUESTION`]), read before the first question
+    /// that offers options (not at load: start-up stays as quick, which
+    /// matters most on the slowest boards). None when it named no letter.
     letter_bias: Option<Vec<f32>>,
+    /// Whether `letter_bias` is settled (configured, or read).
+    bias_settled: bool,
 }
 
 fn worker_main(
@@ -512,17 +514,17 @@ fn worker_main(
             }
         }
     };
-    let mut info = ModelInfo {
+    let info = ModelInfo {
         name: config.name.clone(),
         context: ctx.n_ctx(),
         file_bytes: std::fs::metadata(&config.path).map_or(0, |m| m.len()),
         parameters: model.n_params(),
         embedding_size: 2 * model.n_embd().max(0) as usize,
         encoder_prompt,
-        letter_bias: None,
     };
     let batch = LlamaBatch::new(config.context_size as usize, 1);
     let letters = letter_tokens(&model);
+    let prior = config.letter_prior.clone();
     let mut worker = Worker {
         config,
         model: &model,
@@ -533,20 +535,10 @@ fn worker_main(
         rng: rand::rngs::StdRng::seed_from_u64(0x5eed),
         cached: Vec::new(),
         letters,
-        letter_bias: None,
+        bias_settled: prior.is_some(),
+        letter_bias: prior,
     };
-    worker.letter_bias = match worker.config.letter_prior.clone() {
-        Some(prior) => Some(prior),
-        None => match worker.letter_bias(&health) {
-            Ok(bias) => bias,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        },
-    };
-    info.letter_bias = worker.letter_bias.clone();
-    tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = worker.config.gpu_layers, letter_bias = ?info.letter_bias, "model loaded");
+    tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = worker.config.gpu_layers, "model loaded");
     if ready.send(Ok(info)).is_err() {
         return;
     }
@@ -568,7 +560,7 @@ fn worker_main(
                 continue; // the asker gave up while the job was queued
             }
             health.start_job();
-            let result = worker.generate(&job, &health);
+            let result = worker.answer(&job, &health);
             health.finish_job();
             let _ = job.reply.send(result);
         }
@@ -778,6 +770,24 @@ fn letter_distribution(logits: &[f32], letters: &[Vec<LlamaToken>], n: usize) ->
 }
 
 impl Worker<'_> {
+    /// Answers a job; the first question that offers options is preceded,
+    /// without a configured prior, by reading the content-free question.
+    fn answer(&mut self, job: &Job, health: &WorkerHealth) -> Result<Generation, InferenceError> {
+        if !self.bias_settled && !choice::options(&job.question).is_empty() {
+            self.bias_settled = true;
+            match self.letter_bias(health) {
+                Ok(bias) => {
+                    tracing::info!(model = %self.config.name, letter_bias = ?bias, "letter bias read");
+                    self.letter_bias = bias;
+                }
+                Err(e) => {
+                    tracing::warn!(model = %self.config.name, error = %e, "cannot read the letter bias")
+                }
+            }
+        }
+        self.generate(job, health)
+    }
+
     /// Reads the content-free question once: the letters the model favours
     /// whatever the question.
     fn letter_bias(&mut self, health: &WorkerHealth) -> Result<Option<Vec<f32>>, InferenceError> {
