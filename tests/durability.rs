@@ -52,7 +52,8 @@ async fn collect(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn kill_9_during_a_burst_of_50_then_a_restart_answers_each_question_exactly_once() {
+async fn kill_9_during_a_burst_of_50_then_a_restart_answers_every_question_and_repeats_at_most_the_one_in_flight(
+) {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let mut config = service_config(&broker, "kill9");
@@ -81,6 +82,7 @@ async fn kill_9_during_a_burst_of_50_then_a_restart_answers_each_question_exactl
     .await;
     service.kill_9();
     let before = counts.len();
+    let answered_before: Vec<String> = counts.keys().cloned().collect();
     assert!(before < 50, "the burst was over before the kill");
 
     let service = Service::start(&broker, &config).await;
@@ -88,8 +90,15 @@ async fn kill_9_during_a_burst_of_50_then_a_restart_answers_each_question_exactl
         service.log()
     })
     .await;
+    // The at-least-once window (README, "Boards sharing a stream"): a reply
+    // published just before the kill, whose acknowledgement was not yet
+    // recorded, is owed again after the restart. At most that one question,
+    // answered before the kill, comes twice; no other does.
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "answered more than once: {twice:?}");
+    assert!(
+        twice.len() <= 1 && twice.iter().all(|(id, _)| answered_before.contains(id)),
+        "answered more than once: {twice:?}"
+    );
     assert_eq!(counts.len(), 50, "{counts:?}");
     let log = service.log();
     assert!(
