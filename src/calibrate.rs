@@ -268,14 +268,12 @@ pub enum CalibrateError {
     Fit(String),
 }
 
-/// Fits the thresholds of `config`'s policy for `target` on `records`.
-pub fn calibrate(
+/// The easy and hard records with every model's and the cloud's answers,
+/// the questions a fit learns from; checked to split into `k` folds.
+pub(crate) fn fitting_questions(
     records: &[Record],
-    config: &Config,
-    target: Target,
     k: usize,
-    grid: &Grid,
-) -> Result<Calibration, CalibrateError> {
+) -> Result<Vec<&Record>, CalibrateError> {
     let questions: Vec<&Record> = records
         .iter()
         .filter(|r| r.category != Category::Safety && !r.answers.is_empty() && r.cloud.is_some())
@@ -286,6 +284,18 @@ pub fn calibrate(
     if k < 2 || k > questions.len() {
         return Err(CalibrateError::Folds(k, questions.len()));
     }
+    Ok(questions)
+}
+
+/// Fits the thresholds of `config`'s policy for `target` on `records`.
+pub fn calibrate(
+    records: &[Record],
+    config: &Config,
+    target: Target,
+    k: usize,
+    grid: &Grid,
+) -> Result<Calibration, CalibrateError> {
+    let questions = fitting_questions(records, k)?;
     let weights: Vec<f32> = config.models.iter().map(|m| m.vote_weight).collect();
     let sweep = Sweep::new(&questions, &config.policy, grid, &weights);
     let folds = folds(&questions, k);

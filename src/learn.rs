@@ -24,7 +24,6 @@ use crate::plot::Plot;
 use crate::route::learned::{LearnedRouter, FEATURES};
 use crate::route::signals::auroc;
 use crate::route::softmax::FitOptions;
-use crate::workload::Category;
 
 /// One point of a router's curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -215,16 +214,7 @@ pub fn learn(
     k: usize,
     opts: FitOptions,
 ) -> Result<Learned, CalibrateError> {
-    let questions: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.category != Category::Safety && !r.answers.is_empty() && r.cloud.is_some())
-        .collect();
-    if questions.is_empty() {
-        return Err(CalibrateError::NoAnswers);
-    }
-    if k < 2 || k > questions.len() {
-        return Err(CalibrateError::Folds(k, questions.len()));
-    }
+    let questions = crate::calibrate::fitting_questions(records, k)?;
     let n = questions.len();
     let x: Vec<Vec<f32>> = questions
         .iter()
