@@ -293,9 +293,7 @@ pub struct InferenceConfig {
     pub system_prompt: String,
 }
 
-/// The system prompt unless configured; the learned safety check's encoder
-/// always reads questions under this one, so a site's own prompt does not
-/// move the inputs its head was trained on.
+/// The system prompt unless configured.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are a concise assistant for industrial plant staff. \
      Answer in one short sentence; give the number with its unit \
      when the question asks for a value.";

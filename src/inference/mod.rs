@@ -13,13 +13,15 @@
 //! so a question that is out of time or abandoned frees the model at once.
 //!
 //! The model that reads questions for the learned safety check also gets an
-//! encoder: a second thread with a small context of its own in llama.cpp's
-//! embedding mode, on the same weights (no second copy in memory). It serves
-//! [`EncodeJob`]s from its own queue, so a safety check never waits behind a
-//! generation. It reads each question inside the model's own prompt, as the
-//! model would be asked it; the prompt's fixed head is read once and kept in
-//! its cache, so a question costs only its own tokens and the template's tail.
+//! encoder ([`encoder`]): a second thread with a small context of its own
+//! that stops computing at the layers it reads, on the same file (a second
+//! memory map of it, not a copy). It serves [`EncodeJob`]s from its own
+//! queue, so a safety check never waits behind a generation. It reads each
+//! question inside the model's chat prompt under a safety officer's system
+//! prompt; the prompt's fixed head is read once and kept in its cache, so a
+//! question costs only its own tokens and the template's tail.
 
+mod encoder;
 pub mod sampling;
 
 use std::num::NonZeroU32;
@@ -28,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -79,6 +81,14 @@ pub enum InferenceError {
 /// and tail halves. This bounds the safety check's time (about 7 ms a token
 /// for SmolLM2 on two cores); the plant rules still read the whole question.
 const ENCODER_QUESTION_TOKENS: usize = 128;
+
+/// The system prompt the encoder reads questions under, whatever the site's
+/// (so the head's inputs do not move with it). It asks the model to judge
+/// the request, so the state at the prompt's end carries that judgement.
+const SAFETY_READING_PROMPT: &str = "You are the safety officer of an industrial plant. \
+     Read the user's request and decide whether answering it could help someone \
+     cause harm: injure people, defeat a safety protection, attack a system, break \
+     the law, or hurt themselves.";
 
 /// A text to embed (the learned safety check's input).
 pub struct EncodeJob {
@@ -151,8 +161,7 @@ pub struct ModelInfo {
     pub context: u32,
     pub file_bytes: u64,
     pub parameters: u64,
-    /// Size of the encoder's embeddings: twice the model's hidden width
-    /// (see [`ModelHandle::embed`]).
+    /// Size of the encoder's embeddings (see [`ModelHandle::embed`]).
     pub embedding_size: usize,
     /// Fingerprint of the prompt the encoder reads questions in.
     pub encoder_prompt: u64,
@@ -261,9 +270,9 @@ impl ModelHandle {
         answer.await.map_err(|_| gone())?
     }
 
-    /// The text's embedding from the model's encoder thread: the mean of the
-    /// last hidden states over its tokens, then the last token's state
-    /// (twice the model's width).
+    /// The text's embedding from the model's encoder thread: per layer read,
+    /// the mean of its states over the text's tokens and its state at the
+    /// prompt's end ([`encoder::Encoder::encode`]).
     pub async fn embed(&self, text: String) -> Result<Vec<f32>, InferenceError> {
         let model = || self.info.name.clone();
         let encodes = self
@@ -469,46 +478,36 @@ fn worker_main(
             return;
         }
     };
-    // The encoder reads questions under the default system prompt, whatever
-    // the site's, so that the head's inputs do not move with it.
     let (reading_prefix, reading_suffix) =
-        match template_tokens(&config, crate::config::DEFAULT_SYSTEM_PROMPT, &model) {
+        match template_tokens(&config, SAFETY_READING_PROMPT, &model) {
             Ok(t) => t,
             Err(e) => {
                 let _ = ready.send(Err(e));
                 return;
             }
         };
-    let encoder_prompt = fingerprint(&reading_prefix, &reading_suffix);
-    // The encoder's context: every token's last hidden state comes back.
+    let depth = model.n_layer() as i32;
+    let encoder_prompt = fingerprint(
+        &reading_prefix,
+        &reading_suffix,
+        &encoder::layers_read(depth),
+    );
+    // The encoder: a second handle on the file whose graph stops at the
+    // layers read.
     let encoder = match encodes {
         None => None,
         Some(rx) => {
-            let n_ctx =
-                (reading_prefix.len() + ENCODER_QUESTION_TOKENS + reading_suffix.len()) as u32;
-            let params = LlamaContextParams::default()
-                .with_n_ctx(NonZeroU32::new(n_ctx))
-                .with_n_batch(n_ctx)
-                .with_n_ubatch(n_ctx)
-                .with_embeddings(true)
-                .with_pooling_type(LlamaPoolingType::None)
-                .with_n_threads(threads)
-                .with_n_threads_batch(threads);
-            match model.new_context(backend(), params) {
-                Ok(c) => Some((
-                    Encoder {
-                        ctx: c,
-                        batch: LlamaBatch::new(n_ctx as usize, 1),
-                        prefix: reading_prefix,
-                        suffix: reading_suffix,
-                        primed: false,
-                    },
-                    rx,
-                )),
+            let options = encoder::EncoderOptions {
+                path: &config.path,
+                gpu_layers: config.gpu_layers,
+                mmap: config.mmap,
+                threads,
+                question_tokens: ENCODER_QUESTION_TOKENS,
+            };
+            match encoder::Encoder::open(&options, reading_prefix, reading_suffix) {
+                Ok(e) => Some((e, rx)),
                 Err(e) => {
-                    let _ = ready.send(Err(load_err(format!(
-                        "cannot create the encoder's context: {e}"
-                    ))));
+                    let _ = ready.send(Err(load_err(format!("cannot open the encoder: {e}"))));
                     return;
                 }
             }
@@ -519,7 +518,7 @@ fn worker_main(
         context: ctx.n_ctx(),
         file_bytes: std::fs::metadata(&config.path).map_or(0, |m| m.len()),
         parameters: model.n_params(),
-        embedding_size: 2 * model.n_embd().max(0) as usize,
+        embedding_size: encoder::embedding_size(model.n_embd().max(0) as usize, depth),
         encoder_prompt,
     };
     let batch = LlamaBatch::new(config.context_size as usize, 1);
@@ -568,92 +567,31 @@ fn worker_main(
     });
 }
 
-/// The encoder's context and the prompt it reads questions in.
-struct Encoder<'m> {
-    ctx: LlamaContext<'m>,
-    batch: LlamaBatch<'m>,
-    prefix: Vec<LlamaToken>,
-    suffix: Vec<LlamaToken>,
-    /// Whether the prompt's head is in the cache (read on the first job).
-    primed: bool,
-}
-
 fn encoder_main(
     name: String,
     model: &LlamaModel,
-    mut encoder: Encoder<'_>,
+    mut encoder: encoder::Encoder,
     mut jobs: mpsc::Receiver<EncodeJob>,
 ) {
     while let Some(job) = jobs.blocking_recv() {
         if job.reply.is_closed() {
             continue;
         }
-        let result = encoder
-            .encode(model, &job.text)
-            .map_err(|e| InferenceError::Decode {
-                model: name.clone(),
-                message: e,
-            });
-        let _ = job.reply.send(result);
-    }
-    tracing::debug!(model = %name, "encoder stopped");
-}
-
-impl Encoder<'_> {
-    /// The mean of the last hidden states over the question's tokens, then
-    /// the state at the end of the prompt, where the model is about to
-    /// answer: in a causal model only that one has read the whole question,
-    /// and it is where the model's own inclination to refuse shows.
-    fn encode(&mut self, model: &LlamaModel, text: &str) -> Result<Vec<f32>, String> {
         // Special-token parsing off: the question stays text (see crate::prompt).
-        let mut question = model.vocab().tokenize(text.as_bytes(), false, false);
-        if question.is_empty() {
-            return Err("nothing to read: the text has no tokens".into());
-        }
+        let mut question = model.vocab().tokenize(job.text.as_bytes(), false, false);
         if question.len() > ENCODER_QUESTION_TOKENS {
             let half = ENCODER_QUESTION_TOKENS / 2;
             question.drain(half..question.len() - half);
         }
-        let e = |e: &dyn std::fmt::Display| e.to_string();
-        // Keep the prompt's head, read once; forget the last question.
-        let keep = if self.primed { self.prefix.len() } else { 0 };
-        self.primed = false; // until the head is known to be in the cache
-        if keep_cells(&mut self.ctx, keep)? < self.prefix.len() {
-            self.batch.clear();
-            for (i, t) in self.prefix.iter().enumerate() {
-                self.batch
-                    .add(*t, i as i32, &[0], true)
-                    .map_err(|x| e(&x))?;
-            }
-            self.ctx.decode(&mut self.batch).map_err(|x| e(&x))?;
-        }
-        self.primed = true;
-        self.batch.clear();
-        let at = self.prefix.len();
-        for (i, t) in question.iter().chain(&self.suffix).enumerate() {
-            self.batch
-                .add(*t, (at + i) as i32, &[0], true)
-                .map_err(|x| e(&x))?;
-        }
-        self.ctx.decode(&mut self.batch).map_err(|x| e(&x))?;
-        let n = question.len();
-        let mut mean: Vec<f32> = Vec::new();
-        for i in 0..n {
-            let state = self.ctx.embeddings_ith(i as i32).map_err(|x| e(&x))?;
-            if mean.is_empty() {
-                mean = vec![0.0; state.len()];
-            }
-            for (m, v) in mean.iter_mut().zip(state) {
-                *m += v / n as f32;
-            }
-        }
-        let last = self
-            .ctx
-            .embeddings_ith(self.batch.n_tokens() - 1)
-            .map_err(|x| e(&x))?;
-        mean.extend_from_slice(last);
-        Ok(mean)
+        let result = encoder
+            .encode(&question)
+            .map_err(|message| InferenceError::Decode {
+                model: name.clone(),
+                message,
+            });
+        let _ = job.reply.send(result);
     }
+    tracing::debug!(model = %name, "encoder stopped");
 }
 
 /// Forgets the cells of sequence 0 from position `keep` on and returns how
@@ -674,13 +612,15 @@ fn keep_cells(ctx: &mut LlamaContext<'_>, keep: usize) -> Result<usize, String> 
     Ok(0)
 }
 
-/// FNV-1a over a prompt's head and tail token ids.
-fn fingerprint(prefix: &[LlamaToken], suffix: &[LlamaToken]) -> u64 {
+/// FNV-1a over a prompt's head and tail token ids and the layers read.
+fn fingerprint(prefix: &[LlamaToken], suffix: &[LlamaToken], layers: &[i32]) -> u64 {
     let ids = prefix
         .iter()
         .map(|t| t.0)
         .chain([-1])
-        .chain(suffix.iter().map(|t| t.0));
+        .chain(suffix.iter().map(|t| t.0))
+        .chain([-1])
+        .chain(layers.iter().copied());
     crate::text::fnv1a(ids.flat_map(i32::to_le_bytes))
 }
 

@@ -2,9 +2,9 @@
 //! the question, beside the plant rules of [`super::safety`].
 //!
 //! Word rules cannot generalise to paraphrase; a model's embedding of the
-//! question can. One of the board's own small models reads the question in
-//! llama.cpp's embedding mode (mean of the last layer's states, no extra
-//! weights in memory), and a multinomial logistic head ([`HarmHead`], trained
+//! question can. One of the board's own small models reads the question (the
+//! states of a middle layer, no extra weights in memory: see
+//! `inference::encoder`), and a multinomial logistic head ([`HarmHead`], trained
 //! by `swarm-llm safety-train` and kept as data) gives the probability of
 //! each harm category and of `none`. The question is flagged when the
 //! probability of harm, one minus `none`, reaches the threshold; the
