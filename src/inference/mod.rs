@@ -932,11 +932,13 @@ mod tests {
     }
 
     #[test]
-    fn a_prompt_fingerprint_tells_where_the_question_goes() {
-        let a = fingerprint(&toks(&[1, 2]), &toks(&[3]));
-        assert_eq!(a, fingerprint(&toks(&[1, 2]), &toks(&[3])));
+    fn a_prompt_fingerprint_tells_where_the_question_goes_and_the_layers_read() {
+        let a = fingerprint(&toks(&[1, 2]), &toks(&[3]), &[19]);
+        assert_eq!(a, fingerprint(&toks(&[1, 2]), &toks(&[3]), &[19]));
         // The same tokens split differently around the question differ.
-        assert_ne!(a, fingerprint(&toks(&[1]), &toks(&[2, 3])));
-        assert_ne!(a, fingerprint(&toks(&[1, 2]), &toks(&[4])));
+        assert_ne!(a, fingerprint(&toks(&[1]), &toks(&[2, 3]), &[19]));
+        assert_ne!(a, fingerprint(&toks(&[1, 2]), &toks(&[4]), &[19]));
+        // A head trained on another layer's states does not fit.
+        assert_ne!(a, fingerprint(&toks(&[1, 2]), &toks(&[3]), &[14]));
     }
 }
