@@ -267,13 +267,13 @@ enum Command {
         data: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        /// The most benign lookalikes (a share) the chosen threshold may flag on the dev split.
+        /// The most benign lookalikes (a share) the chosen threshold may flag, cross-validated.
         #[arg(long, default_value_t = 0.03)]
         max_lookalike_flags: f64,
         /// Gradient steps of the fit (it needs about 2000 to settle on 1152 features).
         #[arg(long, default_value_t = 2000)]
         steps: usize,
-        /// L2 penalty on the weights; 0.1 was best on the dev split among 0.001 to 1.
+        /// L2 penalty on the weights; 0.1 was best on held-out questions among 0.001 to 1.
         #[arg(long, default_value_t = 0.1)]
         l2: f32,
         /// Keep the questions' embeddings in this file and reuse them, so a
@@ -959,8 +959,23 @@ async fn safety_train_command(
         file_bytes: handle.info.file_bytes,
         prompt: handle.info.encoder_prompt,
     };
-    let (head, report) =
-        safety_eval::train(&examples, &embeddings, encoder, max_lookalike_flags, opts)?;
+    // The budget for false flags is the whole check's, the rules' included.
+    let rules = swarm_llm::route::safety::SafetyClassifier::new(&config.safety)?;
+    let rules_flagged: Vec<bool> = examples
+        .iter()
+        .map(|e| {
+            let readings = swarm_llm::route::harm::screening_texts(&e.prompt);
+            rules.combine(&readings, None, 1.0).flagged
+        })
+        .collect();
+    let (head, report) = safety_eval::train(
+        &examples,
+        &embeddings,
+        &rules_flagged,
+        encoder,
+        max_lookalike_flags,
+        opts,
+    )?;
     std::fs::write(out, serde_json::to_string(&head)? + "\n")?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("wrote {}", out.display());

@@ -9,8 +9,9 @@
 //! writes it, and the dev and MMLU workloads all read the same way.
 //!
 //! Every question falls in one split by a hash of its text: 60% train, 20%
-//! dev (where the threshold is chosen), 20% test (reported as held out). The
-//! split depends on the text alone, so a question is held out in every run.
+//! dev, 20% test (reported as held out). The split depends on the text
+//! alone, so a question is held out in every run. Training fits on train
+//! and dev together and chooses the threshold by cross-validation over them.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -135,7 +136,7 @@ pub enum Split {
 /// The split of a question, from an FNV-1a hash of its text: 2 in 10 test,
 /// 2 in 10 dev, the rest train.
 pub fn split_of(prompt: &str) -> Split {
-    match crate::text::fnv1a(prompt.trim().to_lowercase().bytes()) % 10 {
+    match residue(prompt) {
         0 | 1 => Split::Test,
         2 | 3 => Split::Dev,
         _ => Split::Train,
@@ -223,23 +224,50 @@ const HARMFUL_WEIGHT: f32 = 0.5;
 const LOOKALIKE_WEIGHT: f32 = 0.3;
 const BENIGN_WEIGHT: f32 = 0.2;
 
-/// What the dev split said of the chosen threshold.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainReport {
-    pub train_examples: usize,
-    pub dev_examples: usize,
-    pub threshold: f32,
-    pub dev_harmful_flagged: f64,
-    pub dev_lookalikes_flagged: f64,
-    pub dev_benign_flagged: f64,
+/// Folds of the cross-validation that chooses the threshold: each is two of
+/// the hash's ten residues outside the test split (the first is the dev split).
+pub const FOLDS: usize = 4;
+
+/// The fold a question falls in, from the same hash as its split; None for
+/// the test split, which training never sees.
+pub fn fold_of(prompt: &str) -> Option<usize> {
+    match residue(prompt) {
+        0 | 1 => None,
+        r => Some((r - 2) / 2),
+    }
 }
 
-/// Fits the head on the train split, and picks on the dev split the lowest
-/// threshold whose false flags stay within `max_lookalike_flags` of the
-/// benign lookalikes and a quarter of that of the other benign questions.
+/// The hash of a question's text, modulo 10: its split and fold.
+fn residue(prompt: &str) -> usize {
+    (crate::text::fnv1a(prompt.trim().to_lowercase().bytes()) % 10) as usize
+}
+
+/// What the held-out folds said of the chosen threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Examples the head is fitted on: the train and dev splits.
+    pub train_examples: usize,
+    pub folds: usize,
+    pub threshold: f32,
+    /// Shares flagged at the threshold, each example scored by the head
+    /// fitted without its fold.
+    pub cv_harmful_flagged: f64,
+    pub cv_lookalikes_flagged: f64,
+    pub cv_benign_flagged: f64,
+}
+
+/// Fits the head on the train and dev splits, and picks the lowest threshold
+/// whose false flags stay within `max_lookalike_flags` of the benign
+/// lookalikes and a quarter of that of the other benign questions, judged on
+/// out-of-fold scores ([`FOLDS`]-fold cross-validation): each example is
+/// scored by a head that never saw it, and every example counts, not only a
+/// dev fifth, so the threshold moves less with the few lookalikes near it.
+/// The budget is the whole check's: a question counts as flagged when the
+/// plant rules flag it (`rules_flagged`, one per example) or the head does.
 pub fn train(
     examples: &[Example],
     embeddings: &[Vec<f32>],
+    rules_flagged: &[bool],
     encoder: EncoderId,
     max_lookalike_flags: f64,
     opts: FitOptions,
@@ -258,43 +286,62 @@ pub fn train(
                 .expect("every category present has a class")
         })
     };
-    let train: Vec<usize> = (0..examples.len())
-        .filter(|&i| split_of(&examples[i].prompt) == Split::Train)
-        .collect();
-    let count = |f: &dyn Fn(&Example) -> bool| train.iter().filter(|&&i| f(&examples[i])).count();
-    let harmful = count(&|e| e.harm.is_some());
-    let lookalikes = count(&|e| e.harm.is_none() && e.lookalike);
-    let benign = count(&|e| e.harm.is_none() && !e.lookalike);
-    if harmful == 0 {
-        return Err(SafetyEvalError::Missing("harmful"));
-    }
-    if lookalikes + benign == 0 {
-        return Err(SafetyEvalError::Missing("benign"));
-    }
-    let weight = |e: &Example| match (e.harm, e.lookalike) {
-        (Some(_), _) => HARMFUL_WEIGHT / harmful as f32,
-        (None, true) => LOOKALIKE_WEIGHT / lookalikes as f32,
-        (None, false) => BENIGN_WEIGHT / benign.max(1) as f32,
+    let fold: Vec<Option<usize>> = examples.iter().map(|e| fold_of(&e.prompt)).collect();
+    let pool: Vec<usize> = (0..examples.len()).filter(|&i| fold[i].is_some()).collect();
+    let fit = |members: &[usize]| -> Result<Softmax, SafetyEvalError> {
+        let count =
+            |f: &dyn Fn(&Example) -> bool| members.iter().filter(|&&i| f(&examples[i])).count();
+        let harmful = count(&|e| e.harm.is_some());
+        let lookalikes = count(&|e| e.harm.is_none() && e.lookalike);
+        let benign = count(&|e| e.harm.is_none() && !e.lookalike);
+        if harmful == 0 {
+            return Err(SafetyEvalError::Missing("harmful"));
+        }
+        if lookalikes + benign == 0 {
+            return Err(SafetyEvalError::Missing("benign"));
+        }
+        let weight = |e: &Example| match (e.harm, e.lookalike) {
+            (Some(_), _) => HARMFUL_WEIGHT / harmful as f32,
+            (None, true) => LOOKALIKE_WEIGHT / lookalikes.max(1) as f32,
+            (None, false) => BENIGN_WEIGHT / benign.max(1) as f32,
+        };
+        let x: Vec<Vec<f32>> = members.iter().map(|&i| embeddings[i].clone()).collect();
+        let y: Vec<usize> = members.iter().map(|&i| class_of(&examples[i])).collect();
+        let w: Vec<f32> = members.iter().map(|&i| weight(&examples[i])).collect();
+        Ok(Softmax::fit(classes.clone(), &x, &y, &w, opts)?)
     };
-    let x: Vec<Vec<f32>> = train.iter().map(|&i| embeddings[i].clone()).collect();
-    let y: Vec<usize> = train.iter().map(|&i| class_of(&examples[i])).collect();
-    let w: Vec<f32> = train.iter().map(|&i| weight(&examples[i])).collect();
-    let model = Softmax::fit(classes, &x, &y, &w, opts)?;
-    let mut head = HarmHead {
-        encoder,
+    let head_with = |model: Softmax| HarmHead {
+        encoder: encoder.clone(),
         threshold: 0.5,
         notes: BTreeMap::new(),
         model,
     };
 
-    let dev: Vec<(f32, &Example)> = (0..examples.len())
-        .filter(|&i| split_of(&examples[i].prompt) == Split::Dev)
-        .map(|i| (head.score(&embeddings[i]).harm, &examples[i]))
-        .collect();
+    // (learned score, flagged by the rules, example) for each example of the pool.
+    let mut held_out: Vec<(f32, bool, &Example)> = Vec::with_capacity(pool.len());
+    for k in 0..FOLDS {
+        let (scored, fitted): (Vec<usize>, Vec<usize>) =
+            pool.iter().partition(|&&i| fold[i] == Some(k));
+        if scored.is_empty() {
+            continue;
+        }
+        let head = head_with(fit(&fitted)?);
+        held_out.extend(scored.iter().map(|&i| {
+            (
+                head.score(&embeddings[i]).harm,
+                rules_flagged[i],
+                &examples[i],
+            )
+        }));
+    }
     let rates = |t: f32| {
         let share = |f: &dyn Fn(&Example) -> bool| {
-            let group: Vec<f32> = dev.iter().filter(|(_, e)| f(e)).map(|(s, _)| *s).collect();
-            group.iter().filter(|&&s| s >= t).count() as f64 / group.len().max(1) as f64
+            let group: Vec<(f32, bool)> = held_out
+                .iter()
+                .filter(|(_, _, e)| f(e))
+                .map(|&(s, r, _)| (s, r))
+                .collect();
+            group.iter().filter(|&&(s, r)| r || s >= t).count() as f64 / group.len().max(1) as f64
         };
         (
             share(&|e| e.harm.is_some()),
@@ -302,9 +349,9 @@ pub fn train(
             share(&|e| e.harm.is_none() && !e.lookalike),
         )
     };
-    // The candidates are the dev scores themselves (a fixed grid is too
+    // The candidates are the held-out scores themselves (a fixed grid is too
     // coarse where a confident head puts lookalikes above 0.99), from 0.05.
-    let mut candidates: Vec<f32> = dev.iter().map(|(s, _)| s.max(0.05)).collect();
+    let mut candidates: Vec<f32> = held_out.iter().map(|(s, _, _)| s.max(0.05)).collect();
     candidates.push(0.05);
     candidates.sort_by(f32::total_cmp);
     candidates.dedup();
@@ -316,21 +363,28 @@ pub fn train(
         })
         .unwrap_or(1.0);
     let (h, l, b) = rates(threshold);
+
+    let mut head = head_with(fit(&pool)?);
     head.threshold = threshold;
+    let group = |f: &dyn Fn(&Example) -> bool| pool.iter().filter(|&&i| f(&examples[i])).count();
     let report = TrainReport {
-        train_examples: train.len(),
-        dev_examples: dev.len(),
+        train_examples: pool.len(),
+        folds: FOLDS,
         threshold,
-        dev_harmful_flagged: h,
-        dev_lookalikes_flagged: l,
-        dev_benign_flagged: b,
+        cv_harmful_flagged: h,
+        cv_lookalikes_flagged: l,
+        cv_benign_flagged: b,
     };
     head.notes.insert(
         "trained".into(),
         format!(
-            "swarm-llm safety-train: {} train examples ({harmful} harmful, {lookalikes} lookalikes, {benign} other benign); \
-             threshold {threshold:.4} chosen on {} dev examples: harmful flagged {:.1}%, lookalikes {:.1}%, other benign {:.1}%",
-            report.train_examples, report.dev_examples, h * 100.0, l * 100.0, b * 100.0
+            "swarm-llm safety-train: fitted on {} examples of the train and dev splits ({} harmful, {} lookalikes, {} other benign); \
+             threshold {threshold:.4} chosen on their {FOLDS}-fold out-of-fold scores with the plant rules: harmful flagged {:.1}%, lookalikes {:.1}%, other benign {:.1}%",
+            report.train_examples,
+            group(&|e| e.harm.is_some()),
+            group(&|e| e.harm.is_none() && e.lookalike),
+            group(&|e| e.harm.is_none() && !e.lookalike),
+            h * 100.0, l * 100.0, b * 100.0
         ),
     );
     Ok((head, report))
@@ -567,6 +621,26 @@ mod tests {
         assert!((share(counts[2]) - 0.2).abs() < 0.03, "{counts:?}");
     }
 
+    #[test]
+    fn folds_cover_train_and_dev_and_never_the_test_split() {
+        let mut sizes = [0usize; FOLDS];
+        for i in 0..2000 {
+            let q = format!("question number {i}");
+            match (split_of(&q), fold_of(&q)) {
+                (Split::Test, None) => {}
+                (Split::Dev, Some(0)) => sizes[0] += 1,
+                (Split::Train, Some(k)) if k > 0 => sizes[k] += 1,
+                other => panic!("{q}: {other:?}"),
+            }
+        }
+        assert!(
+            sizes
+                .iter()
+                .all(|&n| (n as f64 / 2000.0 - 0.2).abs() < 0.03),
+            "{sizes:?}"
+        );
+    }
+
     fn example(i: usize, harm: Option<HarmCategory>, lookalike: bool) -> Example {
         Example {
             prompt: format!("example {i} {harm:?} {lookalike}"),
@@ -597,13 +671,37 @@ mod tests {
             file_bytes: 1,
             prompt: 1,
         };
-        let (head, report) = train(&examples, &emb, encoder, 0.02, FitOptions::default()).unwrap();
+        let no_rules = vec![false; examples.len()];
+        let (head, report) = train(
+            &examples,
+            &emb,
+            &no_rules,
+            encoder.clone(),
+            0.02,
+            FitOptions::default(),
+        )
+        .unwrap();
         head.check().unwrap();
         assert_eq!(head.model.classes, vec!["none", "self_harm"]);
-        assert!(report.dev_lookalikes_flagged <= 0.02, "{report:?}");
-        assert!(report.dev_harmful_flagged > 0.95, "{report:?}");
+        assert!(report.cv_lookalikes_flagged <= 0.02, "{report:?}");
+        assert!(report.cv_harmful_flagged > 0.95, "{report:?}");
         assert!(head.score(&[2.0, 1.0]).harm > head.threshold);
         assert!(head.score(&[-1.0, 1.0]).harm < head.threshold);
+
+        // Lookalikes the rules flag spend the same budget: with every one
+        // already flagged, no threshold fits and the head flags nothing more.
+        let rules_flag_lookalikes: Vec<bool> = examples.iter().map(|e| e.lookalike).collect();
+        let (head, report) = train(
+            &examples,
+            &emb,
+            &rules_flag_lookalikes,
+            encoder,
+            0.02,
+            FitOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(head.threshold, 1.0);
+        assert_eq!(report.cv_lookalikes_flagged, 1.0, "{report:?}");
     }
 
     #[test]
