@@ -114,6 +114,14 @@ pub struct BoardStatus {
     pub models: Vec<String>,
     #[serde(default)]
     pub journal: Option<String>,
+    /// Questions waiting for or inside its model threads.
+    #[serde(default)]
+    pub load: Option<usize>,
+    /// "up" or "down"; absent without a cloud.
+    #[serde(default)]
+    pub cloud: Option<String>,
+    #[serde(default)]
+    pub counters: Option<crate::metrics::Counters>,
     /// The topic it came on.
     #[serde(default)]
     pub topic: String,
@@ -130,21 +138,41 @@ pub fn parse_status(topic: &str, payload: &[u8]) -> Option<BoardStatus> {
     Some(s)
 }
 
-/// One line per board: name, state, version, models, journal.
-pub fn render_statuses(boards: &[BoardStatus]) -> String {
-    let mut out = format!(
-        "{:<20} {:<8} {:<8} {:<8} {}\n",
-        "board", "state", "version", "journal", "models"
-    );
-    for b in boards {
-        out += &format!(
-            "{:<20} {:<8} {:<8} {:<8} {}\n",
-            b.node,
-            b.state,
-            b.version,
-            b.journal.as_deref().unwrap_or("-"),
-            b.models.join(",")
+/// One line per board: name, state, version, journal, load, replies (of
+/// them cloud and errors), how long ago it last replied (`now_unix_s` is now),
+/// cloud, models. A dash where a board's status does not say.
+pub fn render_statuses(boards: &[BoardStatus], now_unix_s: u64) -> String {
+    let row = |c: [&str; 11]| {
+        let line = format!(
+            "{:<20} {:<8} {:<8} {:<8} {:>5} {:>8} {:>8} {:>6} {:>9} {:<6} {}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
         );
+        line.trim_end().to_string() + "\n"
+    };
+    let mut out = row([
+        "board", "state", "version", "journal", "load", "replies", "to_cloud", "errors", "last",
+        "cloud", "models",
+    ]);
+    for b in boards {
+        let c = b.counters.as_ref();
+        let num = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |n| n.to_string());
+        let last = c.and_then(|c| c.last_reply_unix_s).map_or_else(
+            || "-".to_string(),
+            |t| format!("{}s_ago", now_unix_s.saturating_sub(t)),
+        );
+        out += &row([
+            &b.node,
+            &b.state,
+            &b.version,
+            b.journal.as_deref().unwrap_or("-"),
+            &num(b.load.map(|l| l as u64)),
+            &num(c.map(|c| c.replies)),
+            &num(c.map(|c| c.routes.get("cloud").copied().unwrap_or(0))),
+            &num(c.map(|c| c.errors)),
+            &last,
+            b.cloud.as_deref().unwrap_or("-"),
+            &b.models.join(","),
+        ]);
     }
     out
 }
@@ -310,7 +338,8 @@ mod tests {
     fn statuses_read_tolerantly_and_render_one_line_each() {
         let online = parse_status(
             "swarm/status/press-2",
-            br#"{"node":"press-2","state":"online","version":"0.1.0","models":["qwen05","smollm2"],"journal":"ok","future":1}"#,
+            br#"{"node":"press-2","state":"online","version":"0.1.0","models":["qwen05","smollm2"],"journal":"ok","future":1,
+                 "load":2,"cloud":"up","counters":{"replies":40,"routes":{"local":30,"cloud":7},"errors":3,"last_reply_unix_s":995}}"#,
         )
         .unwrap();
         assert_eq!(online.models, vec!["qwen05", "smollm2"]);
@@ -318,11 +347,17 @@ mod tests {
         let offline = parse_status("swarm/status/press-1", br#"{"state":"offline"}"#).unwrap();
         assert_eq!(offline.node, "press-1");
         assert_eq!(parse_status("swarm/status/x", b""), None);
-        let table = render_statuses(&[offline, online]);
+        let table = render_statuses(&[offline, online], 1000);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].starts_with("press-1") && lines[1].contains("offline"));
         assert!(lines[2].contains("online") && lines[2].ends_with("qwen05,smollm2"));
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cells[3..10],
+            ["ok", "2", "40", "7", "3", "5s_ago", "up"],
+            "{table}"
+        );
     }
 
     #[test]

@@ -194,6 +194,9 @@ pub struct MqttConfig {
     pub reply_topic_prefix: String,
     /// Retained status goes to `<prefix>/<node>`, with a last will saying offline.
     pub status_topic_prefix: String,
+    /// How often the retained status is published again with the board's
+    /// counters and load, so an MQTT-only plant sees them (`swarm-llm status`).
+    pub status_interval_s: u64,
     pub keep_alive_s: u64,
     /// How long the broker keeps our session (and queued questions) while we are
     /// away, MQTT 5 only.
@@ -223,6 +226,7 @@ impl Default for MqttConfig {
             reply_topic_prefix: "swarm/reply".into(),
             status_topic_prefix: "swarm/status".into(),
             keep_alive_s: 30,
+            status_interval_s: 30,
             session_expiry_s: 86_400,
             max_packet_bytes: 2 * 1024 * 1024,
             reconnect_min_ms: 500,
@@ -733,6 +737,9 @@ impl MqttConfig {
         if !(5..=3600).contains(&self.keep_alive_s) {
             v.add("mqtt.keep_alive_s", "must be between 5 and 3600");
         }
+        if !(1..=86_400).contains(&self.status_interval_s) {
+            v.add("mqtt.status_interval_s", "must be between 1 and 86400");
+        }
         if self.max_packet_bytes < 1024 {
             v.add("mqtt.max_packet_bytes", "must be at least 1024");
         }
@@ -955,6 +962,7 @@ mod tests {
 node = "bad node"
 [mqtt]
 port = 0
+status_interval_s = 0
 request_filter = "swarm/#/query"
 reply_topic_prefix = "swarm/query"
 [limits]
@@ -981,6 +989,7 @@ listen = "localhost"
         for want in [
             "node",
             "mqtt.port",
+            "mqtt.status_interval_s",
             "mqtt.request_filter",
             "limits.intake_queue",
             "inference.default_model",

@@ -591,7 +591,10 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Ok(boards) => {
-                    print!("{}", ask::render_statuses(&boards));
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    print!("{}", ask::render_statuses(&boards, now));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -68,6 +68,7 @@ const PUBACK_GRACE: Duration = Duration::from_secs(10);
 const RECEIVE_MAXIMUM: u16 = 128;
 const RAW_CHANNEL: usize = 1024;
 
+/// The retained status (read back by [`crate::ask::BoardStatus`]).
 #[derive(Serialize)]
 struct Status<'a> {
     node: &'a str,
@@ -78,15 +79,53 @@ struct Status<'a> {
     /// "ok", "failing" (answers flow but a crash loses them) or "off".
     #[serde(skip_serializing_if = "Option::is_none")]
     journal: Option<&'a str>,
+    /// Questions waiting for or inside the model threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load: Option<usize>,
+    /// "up", or "down" while the cloud's breaker is open; absent without a cloud.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cloud: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<crate::metrics::Counters>,
 }
 
-fn status(config: &Config, state: &str, models: &[ModelHandle], journal: Option<&str>) -> Vec<u8> {
+fn offline_status(config: &Config) -> Vec<u8> {
     serde_json::to_vec(&Status {
         node: &config.node,
-        state,
+        state: "offline",
+        version: env!("CARGO_PKG_VERSION"),
+        models: vec![],
+        journal: None,
+        load: None,
+        cloud: None,
+        counters: None,
+    })
+    .expect("status serialises")
+}
+
+/// The online status of the moment: models, journal, load, cloud, counters.
+fn online_status(
+    node: &str,
+    models: &[ModelHandle],
+    pipeline: &Pipeline,
+    journal: &str,
+) -> Vec<u8> {
+    let load = models
+        .iter()
+        .map(|m| m.queued() + m.health().is_busy() as usize)
+        .sum();
+    let cloud = pipeline
+        .cloud()
+        .map(|c| if c.available().is_ok() { "up" } else { "down" });
+    serde_json::to_vec(&Status {
+        node,
+        state: "online",
         version: env!("CARGO_PKG_VERSION"),
         models: models.iter().map(|m| m.info.name.as_str()).collect(),
-        journal,
+        journal: Some(journal),
+        load: Some(load),
+        cloud,
+        counters: Some(crate::metrics::counters()),
     })
     .expect("status serialises")
 }
@@ -148,7 +187,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let status_topic = config.status_topic();
     let mut settings = ConnectSettings::from_config(&config.mqtt, config.client_id())?;
-    settings.last_will = Some((status_topic.clone(), status(&config, "offline", &[], None)));
+    settings.last_will = Some((status_topic.clone(), offline_status(&config)));
     settings.receive_maximum = Some(RECEIVE_MAXIMUM);
     let (client, events) = mqtt::connect(&settings, true);
     let peers = (!config.routing.peers.is_empty()).then(|| {
@@ -228,6 +267,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         }
         .run(),
     );
+    let status_pipeline = pipeline.clone();
     tasks.spawn(
         Router {
             pipeline,
@@ -248,9 +288,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             journal_healthy,
             status_topic,
             status: StatusPayloads {
-                online: status(&config, "online", &models, Some(journal_state)),
-                journal_failing: status(&config, "online", &models, Some("failing")),
-                offline: status(&config, "offline", &[], None),
+                online: {
+                    let (node, models, pipeline) =
+                        (config.node.clone(), models.clone(), status_pipeline);
+                    Box::new(move |journal_writes| {
+                        let journal = if journal_writes {
+                            journal_state
+                        } else {
+                            "failing"
+                        };
+                        online_status(&node, &models, &pipeline, journal)
+                    })
+                },
+                offline: offline_status(&config),
+                every: Duration::from_secs(config.mqtt.status_interval_s),
             },
             give_up: give_up.clone(),
             done: mqtt_done,

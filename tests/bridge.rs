@@ -1,6 +1,7 @@
 //! A bridged deployment as it ships: two real mosquitto brokers joined by
 //! `config/mosquitto-bridge.conf` (a line broker with the board, a plant
-//! broker with the asker), the real binary and a real small model.
+//! broker with the asker), the real binary and a real small model. The
+//! board's retained status, with its counters, reaches the plant broker.
 
 mod common;
 
@@ -51,7 +52,8 @@ fn status(broker: &Broker) -> Vec<serde_json::Value> {
 async fn a_question_on_the_plant_broker_is_answered_by_a_board_on_the_line_broker() {
     let plant = Broker::start();
     let line = Broker::start_with(&bridge_conf(&plant));
-    let config = service_config(&line, "line3-board1");
+    let mut config = service_config(&line, "line3-board1");
+    config.mqtt.status_interval_s = 1;
     let _service = Service::start(&line, &config).await;
 
     // The board's retained status reaches the plant broker through the bridge.
@@ -84,4 +86,25 @@ async fn a_question_on_the_plant_broker_is_answered_by_a_board_on_the_line_broke
         reply["answer"].as_str().is_some_and(|a| !a.is_empty()),
         "{reply}"
     );
+
+    // The status is published again with the board's counters, so a plant
+    // that reads only MQTT sees the answer counted, through the bridge too.
+    let started = Instant::now();
+    loop {
+        let boards = status(&plant);
+        let board = boards.iter().find(|b| b["node"] == "line3-board1").unwrap();
+        let counters = &board["counters"];
+        if counters["replies"].as_u64() >= Some(1) {
+            let route = reply["route"].as_str().unwrap();
+            assert_eq!(counters["routes"][route], 1, "{board}");
+            assert!(counters["last_reply_unix_s"].as_u64().is_some(), "{board}");
+            assert_eq!(board["load"], 0, "{board}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the counters never showed on the plant broker: {board}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

@@ -6,7 +6,8 @@
 //! the journal and is sent again after a restart: one reply too many is
 //! possible, none too few. It also publishes the retained status: online when
 //! mqtt_in reports the subscription, degraded while the journal cannot write,
-//! and offline with the DISCONNECT once every other stage has finished.
+//! again every `status_every` with fresh counters and load, and offline with
+//! the DISCONNECT once every other stage has finished.
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -17,10 +18,13 @@ use crate::mqtt::{Client, PublishProps};
 
 /// The retained status payloads.
 pub struct StatusPayloads {
-    pub online: Vec<u8>,
-    /// Online, but the journal cannot write: answers flow without durability.
-    pub journal_failing: Vec<u8>,
+    /// The online status, built at each publish so that it carries the
+    /// counters and load of the moment; the argument is whether the journal
+    /// writes (when it does not, answers flow without durability).
+    pub online: Box<dyn Fn(bool) -> Vec<u8> + Send>,
     pub offline: Vec<u8>,
+    /// How often the online status is published again.
+    pub every: std::time::Duration,
 }
 
 pub struct MqttOut {
@@ -55,6 +59,11 @@ impl MqttOut {
         let mut online = false;
         let mut announce = false;
         let mut link_open = true;
+        let mut refresh = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.status.every,
+            self.status.every,
+        );
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if announce {
                 announce = false;
@@ -85,6 +94,7 @@ impl MqttOut {
                     None => link_open = false,
                 },
                 Ok(()) = self.journal_healthy.changed(), if online => announce = true,
+                _ = refresh.tick(), if online => announce = true,
             }
         }
         self.publish(
@@ -101,11 +111,10 @@ impl MqttOut {
     }
 
     async fn publish_status(&mut self, online: bool) {
-        let payload = match (online, *self.journal_healthy.borrow_and_update()) {
-            (false, _) => return,
-            (true, true) => self.status.online.clone(),
-            (true, false) => self.status.journal_failing.clone(),
-        };
+        if !online {
+            return;
+        }
+        let payload = (self.status.online)(*self.journal_healthy.borrow_and_update());
         let topic = self.status_topic.clone();
         self.publish(&topic, payload, true, PublishProps::default(), &mut false)
             .await;
