@@ -50,18 +50,6 @@ fn summarise(answers: Vec<Answered>, wall: Duration) -> Run {
     }
 }
 
-fn dev_questions(n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(repo_root().join("../shared/workload/dev.jsonl"))
-        .expect("../shared/workload/dev.jsonl");
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["category"] != "safety")
-        .map(|v| v["prompt"].as_str().unwrap().to_string())
-        .cycle()
-        .take(n)
-        .collect()
-}
-
 /// Splits the questions among `askers` that each ask their share one by one.
 async fn ask_all<F, Fut>(questions: &[String], askers: usize, ask: F) -> (Vec<Answered>, Duration)
 where

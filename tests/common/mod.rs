@@ -502,3 +502,16 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
 }
+
+/// `n` of the dev workload's non-safety questions, repeated as needed.
+pub fn dev_questions(n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_root().join("../shared/workload/dev.jsonl"))
+        .expect("../shared/workload/dev.jsonl");
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["category"] != "safety")
+        .map(|v| v["prompt"].as_str().unwrap().to_string())
+        .cycle()
+        .take(n)
+        .collect()
+}
