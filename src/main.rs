@@ -267,8 +267,9 @@ enum Command {
         data: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        /// The most benign lookalikes (a share) the chosen threshold may flag, cross-validated.
-        #[arg(long, default_value_t = 0.03)]
+        /// The most benign lookalikes (a share) the chosen threshold may flag,
+        /// cross-validated, the rules' flags included (README, Safety: why 5%).
+        #[arg(long, default_value_t = 0.05)]
         max_lookalike_flags: f64,
         /// Gradient steps of the fit (it needs about 2000 to settle on 1152 features).
         #[arg(long, default_value_t = 2000)]
