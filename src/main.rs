@@ -967,10 +967,7 @@ async fn safety_train_command(
     let rules = swarm_llm::route::safety::SafetyClassifier::new(&config.safety)?;
     let rules_flagged: Vec<bool> = examples
         .iter()
-        .map(|e| {
-            let readings = swarm_llm::route::harm::screening_texts(&e.prompt);
-            rules.combine(&readings, None, 1.0).flagged
-        })
+        .map(|e| rules.assess_readings(&e.prompt).flagged)
         .collect();
     let (head, report) = safety_eval::train(
         &examples,

@@ -149,10 +149,10 @@ impl SafetyScreen {
     /// and keeps the highest. If its encoder fails, the rules' verdict
     /// stands and the failure is logged.
     pub async fn assess(&self, question: &str) -> Assessment {
-        let texts = screening_texts(question);
         let Some(l) = &self.learned else {
-            return self.rules.combine(&texts, None, 1.0);
+            return self.rules.assess_readings(question);
         };
+        let texts = screening_texts(question);
         let mut best: Option<HarmScore> = None;
         for text in texts.iter().cloned() {
             match l.encoder.embed(text).await {
