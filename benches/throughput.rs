@@ -4,6 +4,8 @@
 //! `llama-server` over HTTP, with the same GGUF file, threads, KV cache type,
 //! system prompt, answer budget and greedy decoding, with 1, 4 and 8 askers
 //! in flight. Each asker sends its next question when its answer is back.
+//! Both run with one slot and with four (the service's `parallel`,
+//! llama-server's `--parallel`), each slot with the model's context size.
 //!
 //! Run it with `scripts/bench-throughput` (which fetches the model and builds
 //! llama-server), or directly: `SWARM_LLM_LLAMA_SERVER=path/to/llama-server
@@ -24,10 +26,12 @@ use swarm_llm::mqtt::PublishProps;
 const ASKERS: [usize; 3] = [1, 4, 8];
 const MAX_TOKENS: u32 = 64;
 
-/// One answered question: seconds from asking to the answer, and its tokens.
+/// One answered question: seconds from asking to the answer, its tokens
+/// and the route that answered it.
 struct Answered {
     seconds: f64,
     tokens: u64,
+    route: String,
 }
 
 struct Run {
@@ -35,18 +39,41 @@ struct Run {
     tokens_per_s: f64,
     p50: f64,
     p95: f64,
+    /// Per route: questions, p50 and p95 seconds.
+    routes: Vec<(String, usize, f64, f64)>,
+}
+
+/// The `p` quantile of some latencies.
+fn quantile(seconds: &[f64], p: f64) -> f64 {
+    let mut s = seconds.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
 fn summarise(answers: Vec<Answered>, wall: Duration) -> Run {
     let tokens: u64 = answers.iter().map(|a| a.tokens).sum();
-    let mut s: Vec<f64> = answers.iter().map(|a| a.seconds).collect();
-    s.sort_by(f64::total_cmp);
-    let q = |p: f64| s[((s.len() - 1) as f64 * p).round() as usize];
+    let s: Vec<f64> = answers.iter().map(|a| a.seconds).collect();
+    let mut routes: Vec<String> = answers.iter().map(|a| a.route.clone()).collect();
+    routes.sort();
+    routes.dedup();
+    let routes = routes
+        .into_iter()
+        .map(|route| {
+            let s: Vec<f64> = answers
+                .iter()
+                .filter(|a| a.route == route)
+                .map(|a| a.seconds)
+                .collect();
+            let (p50, p95) = (quantile(&s, 0.5), quantile(&s, 0.95));
+            (route, s.len(), p50, p95)
+        })
+        .collect();
     Run {
         questions_per_s: s.len() as f64 / wall.as_secs_f64(),
         tokens_per_s: tokens as f64 / wall.as_secs_f64(),
-        p50: q(0.5),
-        p95: q(0.95),
+        p50: quantile(&s, 0.5),
+        p95: quantile(&s, 0.95),
+        routes,
     }
 }
 
@@ -76,14 +103,27 @@ where
     (answers, started.elapsed())
 }
 
+/// Through the service, its model decoding up to `parallel` questions
+/// together (continuous batching) in a context of `parallel` times the
+/// model's cells, as llama-server's slots get below.
 async fn through_service(
     broker: &Broker,
-    model: &ModelConfig,
+    models: &[ModelConfig],
     questions: &[String],
+    parallel: u32,
     askers: usize,
+    edit: impl FnOnce(&mut Config),
 ) -> Run {
-    let mut config = service_config(broker, &format!("tp-{askers}"));
-    config.models = vec![model.clone()];
+    let mut config = service_config(broker, &format!("tp-{parallel}-{askers}"));
+    config.models = models
+        .iter()
+        .map(|m| ModelConfig {
+            parallel,
+            context_size: m.context_size * parallel,
+            ..m.clone()
+        })
+        .collect();
+    edit(&mut config);
     let _service = Service::start(broker, &config).await;
     let mut clients = Vec::new();
     for a in 0..askers {
@@ -121,6 +161,7 @@ async fn ask_service(
     Answered {
         seconds: sent.elapsed().as_secs_f64(),
         tokens: r["tokens"].as_u64().unwrap(),
+        route: r["route"].as_str().unwrap_or_default().to_string(),
     }
 }
 
@@ -202,6 +243,7 @@ async fn through_llama_server(
                 Answered {
                     seconds: sent.elapsed().as_secs_f64(),
                     tokens: r["usage"]["completion_tokens"].as_u64().expect("usage"),
+                    route: "local".into(),
                 }
             }
         }
@@ -242,18 +284,74 @@ async fn main() {
         "{n} dev questions, Qwen2.5-0.5B, {threads} threads, KV cache {:?}, at most {MAX_TOKENS} tokens, greedy",
         model.kv_cache
     );
-    println!("ratio: swarm-llm questions/s over llama-server's (--parallel 1 at 1 asker, else --parallel 4)\n");
+    println!("ratio: swarm-llm questions/s over llama-server's with as many slots\n");
     println!(
         "{:<28} {:>6} {:>8} {:>8} {:>7} {:>7} {:>6}",
         "server", "askers", "q/s", "tok/s", "p50 s", "p95 s", "ratio"
     );
     for askers in ASKERS {
-        let ours = through_service(&broker, &model, &questions, askers).await;
+        let one = std::slice::from_ref(&model);
+        let ours1 = through_service(&broker, one, &questions, 1, askers, |_| {}).await;
+        let ours4 = through_service(&broker, one, &questions, 4, askers, |_| {}).await;
         let p1 = through_llama_server(&server_bin, &model, &system, &questions, 1, askers).await;
         let p4 = through_llama_server(&server_bin, &model, &system, &questions, 4, askers).await;
-        let reference = if askers == 1 { &p1 } else { &p4 };
-        row("swarm-llm (MQTT)", askers, &ours, Some(reference));
+        row("swarm-llm parallel = 1", askers, &ours1, Some(&p1));
+        row("swarm-llm parallel = 4", askers, &ours4, Some(&p4));
         row("llama-server --parallel 1", askers, &p1, None);
         row("llama-server --parallel 4", askers, &p4, None);
+    }
+    swarm(&broker, &questions).await;
+}
+
+/// The full swarm of config/swarm.toml (three small models, its router,
+/// the cloud stand-in) under 8 askers, each model with one slot and with
+/// four: questions/s and latency per route.
+async fn swarm(broker: &Broker, questions: &[String]) {
+    let text = std::fs::read_to_string(repo_root().join("config/swarm.toml")).unwrap();
+    let file = Config::parse(&text).expect("config/swarm.toml parses");
+    let models: Vec<ModelConfig> = file
+        .models
+        .iter()
+        .map(|m| ModelConfig {
+            path: model_path(&m.name),
+            ..m.clone()
+        })
+        .collect();
+    let cloud = CloudStandIn::start().await;
+    let askers = 8;
+    println!(
+        "\nThe swarm of config/swarm.toml, cloud stand-in on the same cores, {askers} askers:\n"
+    );
+    println!(
+        "{:<24} {:>8} {:>7} {:>7}   per route: questions, p50 / p95 s",
+        "models", "q/s", "p50 s", "p95 s"
+    );
+    for parallel in [1, 4] {
+        let run = through_service(broker, &models, questions, parallel, askers, |c| {
+            c.inference = file.inference.clone();
+            c.policy = file.policy.clone();
+            c.routing = file.routing.clone();
+            c.cloud = file
+                .cloud
+                .clone()
+                .map(|cloud_config| swarm_llm::cloud::CloudConfig {
+                    url: cloud.url.clone(),
+                    ..cloud_config
+                });
+        })
+        .await;
+        let routes: Vec<String> = run
+            .routes
+            .iter()
+            .map(|(route, n, p50, p95)| format!("{route} {n}, {p50:.2} / {p95:.2}"))
+            .collect();
+        println!(
+            "{:<24} {:>8.2} {:>7.2} {:>7.2}   {}",
+            format!("parallel = {parallel}"),
+            run.questions_per_s,
+            run.p50,
+            run.p95,
+            routes.join("; ")
+        );
     }
 }

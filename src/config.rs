@@ -330,6 +330,13 @@ pub struct ModelConfig {
     /// are processed in several steps.
     #[serde(default = "default_batch_tokens")]
     pub batch_tokens: u32,
+    /// Questions this model decodes together (continuous batching), each as
+    /// its own sequence sharing the context's `context_size` cells. 1 (the
+    /// default) answers one at a time; more pays where a step costs little
+    /// more for several tokens than for one (a GPU, or more cores than
+    /// threads), as llama-server's `--parallel`.
+    #[serde(default = "default_parallel")]
+    pub parallel: u32,
     /// Element type of the KV cache: `q8_0` (default; half the memory of
     /// `f16` at a negligible cost in quality) or `f16`.
     #[serde(default)]
@@ -392,6 +399,9 @@ fn default_max_tokens() -> u32 {
 }
 fn default_batch_tokens() -> u32 {
     128
+}
+fn default_parallel() -> u32 {
+    1
 }
 fn default_queue_depth() -> usize {
     8
@@ -512,6 +522,17 @@ impl Config {
         }
         for (i, m) in self.models.iter().enumerate() {
             m.validate(&format!("models[{i}]"), &mut v);
+            // Every question in flight asks the first model: fewer than its
+            // slots would leave some idle for good.
+            if m.parallel as usize > self.limits.max_in_flight {
+                v.add(
+                    format!("models[{i}].parallel"),
+                    format!(
+                        "is {} but limits.max_in_flight is {}: raise max_in_flight or the slots stay idle",
+                        m.parallel, self.limits.max_in_flight
+                    ),
+                );
+            }
             if self.models[..i].iter().any(|o| o.name == m.name) {
                 v.add(
                     format!("models[{i}].name"),
@@ -676,6 +697,7 @@ impl Config {
                 context_size: default_context_size(),
                 max_tokens: 64,
                 batch_tokens: default_batch_tokens(),
+                parallel: default_parallel(),
                 kv_cache: KvCache::Q8_0,
                 mmap: false,
                 gpu_layers: 0,
@@ -839,6 +861,9 @@ impl ModelConfig {
                 "must be between 16 and context_size",
             );
         }
+        if !(1..=64).contains(&self.parallel) {
+            v.add(format!("{key}.parallel"), "must be between 1 and 64");
+        }
         if let Some(t) = &self.prompt_template {
             if let Err(e) = crate::prompt::validate_template(t) {
                 v.add(format!("{key}.prompt_template"), e);
@@ -981,6 +1006,11 @@ name = "a"
 path = "/nonexistent/other.gguf"
 temperature = 5.0
 letter_prior = [0.5, 0.6]
+parallel = 0
+[[models]]
+name = "b"
+path = "/nonexistent/third.gguf"
+parallel = 16
 [metrics]
 listen = "localhost"
 "#;
@@ -1001,6 +1031,8 @@ listen = "localhost"
             "models[1].path",
             "models[1].temperature",
             "models[1].letter_prior",
+            "models[1].parallel",
+            "models[2].parallel",
             "metrics.listen",
         ] {
             assert!(keys.contains(&want), "missing {want} in {keys:?}");

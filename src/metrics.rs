@@ -180,8 +180,7 @@ pub async fn sample(state: State, stop: CancellationToken) {
         for m in &state.models {
             let name = m.info.name.clone();
             gauge!("swarm_model_queue", "model" => name.clone()).set(m.queued() as f64);
-            gauge!("swarm_model_busy", "model" => name.clone())
-                .set(m.health().is_busy() as u8 as f64);
+            gauge!("swarm_model_busy", "model" => name.clone()).set(m.health().active() as f64);
             if let Some(t) = m.health().typical_job() {
                 gauge!("swarm_model_job_seconds", "model" => name).set(t.as_secs_f64());
             }

@@ -112,7 +112,7 @@ fn online_status(
 ) -> Vec<u8> {
     let load = models
         .iter()
-        .map(|m| m.queued() + m.health().is_busy() as usize)
+        .map(|m| m.queued() + m.health().active())
         .sum();
     let cloud = pipeline
         .cloud()

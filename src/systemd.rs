@@ -87,7 +87,16 @@ mod tests {
             !h.stalled_for(Duration::from_millis(10)),
             "a token was made"
         );
-        h.finish_job();
+        // Under batching: a second question starts, the first ends; the
+        // one still in flight keeps the worker busy, and stalls it.
+        h.start_job();
+        h.finish_job(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            h.stalled_for(Duration::from_millis(10)),
+            "one question still in flight, no progress"
+        );
+        h.finish_job(Duration::from_millis(60));
         std::thread::sleep(Duration::from_millis(30));
         assert!(!h.stalled_for(Duration::from_millis(10)), "idle again");
     }

@@ -77,6 +77,162 @@ async fn an_answer_read_with_a_warm_prompt_cache_equals_the_cold_one() {
     assert_eq!(cold["signals"]["confidence"], warm["signals"]["confidence"]);
 }
 
+/// Publishes each question as JSON with its own id (after `round`: the
+/// service answers an id once), all at once, and returns the replies by id.
+async fn ask_together(
+    client: &mut TestClient,
+    round: &str,
+    questions: &[(&str, serde_json::Value)],
+) -> std::collections::HashMap<String, serde_json::Value> {
+    for (id, extra) in questions {
+        let mut request = extra.clone();
+        request["id"] = format!("{round}/{id}").into();
+        client
+            .publish(
+                "swarm/query/line1",
+                request.to_string().as_bytes(),
+                PublishProps::default(),
+            )
+            .await;
+    }
+    let mut replies = std::collections::HashMap::new();
+    while replies.len() < questions.len() {
+        let reply = client.reply(WAIT).await;
+        let id = reply["id"].as_str().unwrap();
+        let id = id
+            .strip_prefix(&format!("{round}/"))
+            .unwrap_or(id)
+            .to_string();
+        replies.insert(id, reply);
+    }
+    replies
+}
+
+/// Continuous batching: with `parallel = 4`, questions asked together are
+/// decoded together, as sequences of one context. With greedy decoding each
+/// gets the answer and the token statistics it gets alone; the statistics
+/// to rounding, since a step over several rows may sum in another order.
+#[tokio::test(flavor = "multi_thread")]
+async fn questions_decoded_together_get_the_answers_they_get_alone() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "batch");
+    config.models[0].parallel = 4;
+    let service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+    let questions: Vec<(&str, serde_json::Value)> = [
+        ("q0", QUESTION),
+        ("q1", "How many volts does a car battery give"),
+        ("q2", "What does PLC stand for"),
+        ("q3", "What is the boiling point of water in Celsius"),
+    ]
+    .into_iter()
+    .map(|(id, q)| (id, serde_json::json!({ "question": q })))
+    .collect();
+    let mut alone = std::collections::HashMap::new();
+    for q in &questions {
+        alone.extend(ask_together(&mut client, "alone", std::slice::from_ref(q)).await);
+    }
+    let together = ask_together(&mut client, "together", &questions).await;
+    for (id, a) in &alone {
+        let t = &together[id];
+        assert!(a["error"].is_null() && t["error"].is_null(), "{a} {t}");
+        assert_eq!(a["answer"], t["answer"], "{id}");
+        assert_eq!(a["tokens"], t["tokens"], "{id}");
+        let close = |x: &serde_json::Value, y: &serde_json::Value| {
+            (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-3
+        };
+        let (ua, ut) = (&a["signals"]["uncertainty"], &t["signals"]["uncertainty"]);
+        for (key, value) in ua.as_object().unwrap() {
+            if value.is_number() {
+                assert!(close(value, &ut[key]), "{id} {key}: {ua} {ut}");
+            }
+        }
+        assert!(close(
+            &a["signals"]["confidence"],
+            &t["signals"]["confidence"]
+        ));
+    }
+    // They were decoded together: a question started beside three others.
+    assert!(service.log().contains("in_flight=4"), "{}", service.log());
+}
+
+/// A question out of time leaves the batch at once and frees its slot; the
+/// one decoded beside it is answered, and so is the next.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_question_out_of_time_leaves_the_batch_and_the_others_go_on() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "batch-expiry");
+    config.models[0].parallel = 2;
+    let service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+    let story = "Write a long story about a pump that fails on the night shift";
+    let replies = ask_together(
+        &mut client,
+        "first",
+        &[
+            (
+                "late",
+                serde_json::json!({ "question": story, "deadline_ms": 400 }),
+            ),
+            ("ok", serde_json::json!({ "question": QUESTION })),
+        ],
+    )
+    .await;
+    assert_eq!(
+        replies["late"]["error"]["code"], "deadline_exceeded",
+        "{}",
+        replies["late"]
+    );
+    assert!(says_canberra(&replies["ok"]), "{}", replies["ok"]);
+    let next = ask_together(
+        &mut client,
+        "then",
+        &[("next", serde_json::json!({ "question": QUESTION }))],
+    )
+    .await;
+    assert!(
+        says_canberra(&next["next"]),
+        "{}\n{}",
+        next["next"],
+        service.log()
+    );
+}
+
+/// A question whose prompt and answer do not fit in the cells left beside
+/// the one in flight waits for it rather than failing; alone it fits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_question_too_long_for_the_free_cells_waits_for_them() {
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "batch-wait");
+    config.models[0].parallel = 2;
+    // 256 cells: the long question's prompt (about 190 tokens) and answer
+    // (48) fit alone, not beside a short one (about 70 and 48).
+    config.models[0].context_size = 256;
+    let _service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+    let long = format!(
+        "{} Given all that, what is the capital city of Australia",
+        "The plant runs three shifts, each with its own supervisor, and the \
+         conveyor on line two is serviced every Tuesday by the day shift."
+            .repeat(4)
+    );
+    let replies = ask_together(
+        &mut client,
+        "both",
+        &[
+            ("short", serde_json::json!({ "question": QUESTION })),
+            ("long", serde_json::json!({ "question": long })),
+        ],
+    )
+    .await;
+    for (id, reply) in &replies {
+        assert!(reply["error"].is_null(), "{id}: {reply}");
+    }
+    // The premise: each fits alone, the two do not fit together.
+    let cells = |id: &str| replies[id]["prompt_tokens"].as_u64().unwrap() + 48;
+    assert!(cells("long") <= 256 && cells("long") + cells("short") > 256);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn v311_request_is_answered_on_reply_to_with_its_id() {
     let broker = Broker::start();

@@ -4,13 +4,21 @@
 //! milliseconds, so they must not live on the async runtime. A worker thread
 //! loads its model once, keeps one context for its whole life, and serves
 //! [`Job`]s from a bounded queue, answering each through a oneshot channel.
-//! [`ModelHandle`] is the async side of that queue. Between questions the
-//! context keeps the cells of the prompt's shared head (system prompt and
-//! template), so each question reads only its own tokens, as llama-server's
-//! prompt cache does.
+//! [`ModelHandle`] is the async side of that queue.
 //!
-//! Between tokens the worker checks the job's deadline and cancellation token,
-//! so a question that is out of time or abandoned frees the model at once.
+//! Continuous batching: a worker decodes up to `models[].parallel` questions
+//! together, each as its own llama.cpp sequence in one context, in one
+//! `decode` per step (the prompts of questions just started and the last
+//! token of the others). A question starts as soon as a slot and the cells
+//! of its prompt and longest answer are free ([`slots`]) and leaves at its
+//! end of generation. Between questions each slot keeps the cells of its
+//! last prompt, so a question reads only what it does not share with one of
+//! them (the system prompt and the template's head at least), as
+//! llama-server's prompt cache does.
+//!
+//! Between tokens the worker checks each question's deadline and
+//! cancellation token, so a question that is out of time or abandoned leaves
+//! at once and the others go on.
 //!
 //! The model that reads questions for the learned safety check also gets an
 //! encoder ([`encoder`]): a second thread with a small context of its own
@@ -23,10 +31,11 @@
 
 mod encoder;
 pub mod sampling;
+mod slots;
 
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -37,13 +46,15 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
-use rand::SeedableRng;
+use llama_cpp_2::vocab::LlamaVocab;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{KvCache, ModelConfig};
 use crate::prompt;
 use crate::route::choice;
+use slots::{Slots, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -172,11 +183,10 @@ pub struct ModelInfo {
 /// the cheapest models first by the typical job time.
 #[derive(Debug, Default)]
 pub struct WorkerHealth {
-    busy: AtomicBool,
+    /// Questions in flight.
+    active: AtomicUsize,
     /// Milliseconds since [`epoch`] of the last progress.
     last_progress_ms: AtomicU64,
-    /// Milliseconds since [`epoch`] when the current job started.
-    job_started_ms: AtomicU64,
     /// Moving average of job times in microseconds (0: no job yet).
     typical_job_us: AtomicU64,
 }
@@ -193,18 +203,17 @@ fn now_ms() -> u64 {
 impl WorkerHealth {
     pub fn start_job(&self) {
         self.progress();
-        self.job_started_ms.store(now_ms(), Ordering::Release);
-        self.busy.store(true, Ordering::Release);
+        self.active.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn progress(&self) {
         self.last_progress_ms.store(now_ms(), Ordering::Release);
     }
 
-    pub fn finish_job(&self) {
-        self.busy.store(false, Ordering::Release);
-        let took_us =
-            1000 * now_ms().saturating_sub(self.job_started_ms.load(Ordering::Acquire)) + 1;
+    /// A job that took `took` is done.
+    pub fn finish_job(&self, took: Duration) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+        let took_us = took.as_micros() as u64 + 1;
         // Only the worker thread writes: a load and a store do not race.
         let typical = self.typical_job_us.load(Ordering::Acquire);
         let next = if typical == 0 {
@@ -215,8 +224,9 @@ impl WorkerHealth {
         self.typical_job_us.store(next, Ordering::Release);
     }
 
-    pub fn is_busy(&self) -> bool {
-        self.busy.load(Ordering::Acquire)
+    /// Questions in flight.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
     }
 
     /// The recent typical time of one job (None before the first).
@@ -229,7 +239,7 @@ impl WorkerHealth {
 
     /// Busy and no progress for at least `limit`.
     pub fn stalled_for(&self, limit: Duration) -> bool {
-        self.busy.load(Ordering::Acquire)
+        self.active() > 0
             && now_ms().saturating_sub(self.last_progress_ms.load(Ordering::Acquire))
                 >= limit.as_millis() as u64
     }
@@ -413,23 +423,65 @@ struct Worker<'m> {
     /// once at load: only the question changes from one job to the next.
     prefix: Vec<LlamaToken>,
     suffix: Vec<LlamaToken>,
+    /// Cells in the context, shared by the questions in flight.
+    capacity: usize,
     batch: LlamaBatch<'static>,
+    /// Seeds each question's own sampler.
     rng: rand::rngs::StdRng,
-    /// The tokens whose cells the context holds, from position 0: the next
-    /// prompt reads only what follows the part it shares with them (the
-    /// system prompt and the template's head, at least).
-    cached: Vec<LlamaToken>,
+    /// The slot (llama.cpp sequence) of each question in flight and the
+    /// cells each slot holds, its cached prompt included.
+    slots: Slots,
+    /// The questions in flight, decoded together one step at a time.
+    active: Vec<Sequence>,
+    /// A job taken from the queue that has not started: it waits for a
+    /// slot, for cells, or for the letter bias.
+    waiting: Option<Job>,
     /// Per option letter, the tokens that spell it ("C" and " C").
     letters: Vec<Vec<LlamaToken>>,
-    /// The letter bias divided out of the model's letter distributions
-    /// ([`choice::calibrate`]): the configured `letter_prior`, else its
-    /// distribution on a content-free question
-    /// ([`choice::CONTENT_FREE_QUESTION`]), read before the first question
-    /// that offers options (not at load: start-up stays as quick, which
-    /// matters most on the slowest boards). None when it named no letter.
-    letter_bias: Option<Vec<f32>>,
-    /// Whether `letter_bias` is settled (configured, or read).
-    bias_settled: bool,
+    bias: LetterBias,
+}
+
+/// The letter bias divided out of the model's letter distributions
+/// ([`choice::calibrate`]): the configured `letter_prior`, else its
+/// distribution on a content-free question ([`choice::CONTENT_FREE_QUESTION`]),
+/// read before the first question that offers options (not at load: start-up
+/// stays as quick, which matters most on the slowest boards).
+enum LetterBias {
+    Unread,
+    /// The content-free question is in flight; questions with options wait.
+    Reading,
+    /// None when the content-free answer named no letter.
+    Known(Option<Vec<f32>>),
+}
+
+/// A question in flight: its slot and what it has produced so far.
+struct Sequence {
+    job: Job,
+    /// It reads the content-free question for the letter bias: its answer
+    /// goes to the worker, not to an asker.
+    reads_bias: bool,
+    /// Its slot, which is also its llama.cpp sequence id.
+    slot: usize,
+    prompt: Vec<LlamaToken>,
+    /// Leading prompt tokens whose cells the slot already held: its first
+    /// step reads only the rest.
+    reused: usize,
+    limit: usize,
+    /// Options the question offers (0: none).
+    offered: usize,
+    started: Instant,
+    first_token_at: Option<Instant>,
+    /// The tokens chosen so far; the cells hold all but the last.
+    chosen: Vec<LlamaToken>,
+    bytes: Vec<u8>,
+    probs: Vec<f32>,
+    entropies: Vec<f32>,
+    options: Option<Vec<f32>>,
+    /// Where a stop string begins in the text, once one appeared.
+    cut: Option<usize>,
+    rng: rand::rngs::StdRng,
+    /// Its row in the batch just decoded: the logits it chooses from.
+    row: i32,
 }
 
 fn worker_main(
@@ -463,7 +515,10 @@ fn worker_main(
         .with_type_k(kv_type(config.kv_cache))
         .with_type_v(kv_type(config.kv_cache))
         .with_n_threads(threads)
-        .with_n_threads_batch(threads);
+        .with_n_threads_batch(threads)
+        // One pool of cells for all sequences: a question takes what it needs.
+        .with_n_seq_max(config.parallel)
+        .with_kv_unified(true);
     let ctx = match model.new_context(backend(), ctx_params) {
         Ok(c) => c,
         Err(e) => {
@@ -521,21 +576,27 @@ fn worker_main(
         embedding_size: encoder::embedding_size(model.n_embd().max(0) as usize, depth),
         encoder_prompt,
     };
-    let batch = LlamaBatch::new(config.context_size as usize, 1);
+    // llama.cpp may round the context up; the batch holds at most `context_size`.
+    let capacity = (info.context as usize).min(config.context_size as usize);
     let letters = letter_tokens(&model);
-    let prior = config.letter_prior.clone();
+    let bias = match config.letter_prior.clone() {
+        Some(prior) => LetterBias::Known(Some(prior)),
+        None => LetterBias::Unread,
+    };
     let mut worker = Worker {
+        slots: Slots::new(config.parallel as usize, capacity),
         config,
         model: &model,
         ctx,
         prefix,
         suffix,
-        batch,
+        capacity,
+        batch: LlamaBatch::new(capacity, 1),
         rng: rand::rngs::StdRng::seed_from_u64(0x5eed),
-        cached: Vec::new(),
+        active: Vec::new(),
+        waiting: None,
         letters,
-        bias_settled: prior.is_some(),
-        letter_bias: prior,
+        bias,
     };
     tracing::info!(model = %info.name, context = info.context, threads, gpu_layers = worker.config.gpu_layers, "model loaded");
     if ready.send(Ok(info)).is_err() {
@@ -554,15 +615,7 @@ fn worker_main(
                 tracing::error!(model = %worker.config.name, error = %e, "cannot start the encoder thread");
             }
         }
-        while let Some(job) = jobs.blocking_recv() {
-            if job.reply.is_closed() {
-                continue; // the asker gave up while the job was queued
-            }
-            health.start_job();
-            let result = worker.answer(&job, &health);
-            health.finish_job();
-            let _ = job.reply.send(result);
-        }
+        worker.run(&mut jobs, &health);
         tracing::debug!(model = %worker.config.name, "worker stopped");
     });
 }
@@ -594,22 +647,30 @@ fn encoder_main(
     tracing::debug!(model = %name, "encoder stopped");
 }
 
-/// Forgets the cells of sequence 0 from position `keep` on and returns how
-/// many leading cells are left: `keep`, or 0 where they are not all there (a
-/// sliding-window cache drops early cells) and everything was forgotten.
-fn keep_cells(ctx: &mut LlamaContext<'_>, keep: usize) -> Result<usize, String> {
+/// Forgets the cells of sequence `seq` from position `keep` on and returns
+/// how many leading cells are left: `keep`, or 0 where they are not all
+/// there (a sliding-window cache drops early cells) and all of the
+/// sequence's cells were forgotten.
+fn keep_cells(ctx: &mut LlamaContext<'_>, seq: usize, keep: usize) -> Result<usize, String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
+    let id = seq as u32;
     if keep > 0
         && ctx
-            .clear_kv_cache_seq(Some(0), Some(keep as u32), None)
+            .clear_kv_cache_seq(Some(id), Some(keep as u32), None)
             .map_err(|x| e(&x))?
-        && ctx.kv_cache_seq_pos_min(0) == 0
+        && ctx.kv_cache_seq_pos_min(id as i32) == 0
     {
         return Ok(keep);
     }
-    ctx.clear_kv_cache_seq(None, None, None)
+    ctx.clear_kv_cache_seq(Some(id), None, None)
         .map_err(|x| e(&x))?;
     Ok(0)
+}
+
+/// Forgets all cells of sequence `seq` (an idle slot's cache given up).
+fn forget_cells(ctx: &mut LlamaContext<'_>, seq: usize) {
+    // Removing a whole sequence cannot fail; the error is for ids past i32.
+    let _ = ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
 }
 
 /// FNV-1a over a prompt's head and tail token ids and the layers read.
@@ -622,11 +683,6 @@ fn fingerprint(prefix: &[LlamaToken], suffix: &[LlamaToken], layers: &[i32]) -> 
         .chain([-1])
         .chain(layers.iter().copied());
     crate::text::fnv1a(ids.flat_map(i32::to_le_bytes))
-}
-
-/// How many leading tokens two prompts share.
-fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Renders the model's prompt around the question's place (the file's chat
@@ -710,36 +766,254 @@ fn letter_distribution(logits: &[f32], letters: &[Vec<LlamaToken>], n: usize) ->
 }
 
 impl Worker<'_> {
-    /// Answers a job; the first question that offers options is preceded,
-    /// without a configured prior, by reading the content-free question.
-    fn answer(&mut self, job: &Job, health: &WorkerHealth) -> Result<Generation, InferenceError> {
-        if !self.bias_settled && !choice::options(&job.question).is_empty() {
-            self.bias_settled = true;
-            match self.letter_bias(health) {
-                Ok(bias) => {
-                    tracing::info!(model = %self.config.name, letter_bias = ?bias, "letter bias read");
-                    self.letter_bias = bias;
-                }
-                Err(e) => {
-                    tracing::warn!(model = %self.config.name, error = %e, "cannot read the letter bias")
+    /// Serves the queue until it is closed and every question in flight is
+    /// answered: each turn starts what fits, then decodes one step of every
+    /// question in flight together.
+    fn run(&mut self, jobs: &mut mpsc::Receiver<Job>, health: &WorkerHealth) {
+        while self.admit(jobs, health) {
+            if !self.active.is_empty() {
+                self.step(health);
+            }
+        }
+    }
+
+    /// Starts the waiting job and then queued ones while they fit; with
+    /// nothing in flight, blocks for the next job. False once the queue is
+    /// closed and nothing is in flight.
+    fn admit(&mut self, jobs: &mut mpsc::Receiver<Job>, health: &WorkerHealth) -> bool {
+        loop {
+            let job = match self.waiting.take() {
+                Some(job) => job,
+                None if self.active.is_empty() => match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => return false,
+                },
+                None => match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => return true,
+                },
+            };
+            if job.reply.is_closed() {
+                continue; // the asker gave up while the job was queued
+            }
+            if let Err(job) = self.start(job, health) {
+                self.waiting = Some(job);
+                return true;
+            }
+        }
+    }
+
+    /// Starts a job (Ok also when it was answered at once with an error), or
+    /// hands it back to wait. A question that offers options waits for the
+    /// letter bias, whose content-free question is started first.
+    fn start(&mut self, job: Job, health: &WorkerHealth) -> Result<(), Job> {
+        if !choice::options(&job.question).is_empty() {
+            match self.bias {
+                LetterBias::Known(_) => {}
+                LetterBias::Reading => return Err(job),
+                LetterBias::Unread => {
+                    let (reply, _) = oneshot::channel();
+                    let probe = Job {
+                        question: choice::CONTENT_FREE_QUESTION.to_string(),
+                        max_tokens: Some(8),
+                        deadline: Instant::now() + Duration::from_secs(60),
+                        cancel: CancellationToken::new(),
+                        reply,
+                    };
+                    match self.begin(probe, true, health) {
+                        Ok(true) => self.bias = LetterBias::Reading,
+                        Ok(false) => self.bias = LetterBias::Known(None),
+                        Err(_) => {} // no room yet: read it once there is
+                    }
+                    return Err(job);
                 }
             }
         }
-        self.generate(job, health)
+        self.begin(job, false, health).map(|_| ())
     }
 
-    /// Reads the content-free question once: the letters the model favours
-    /// whatever the question.
-    fn letter_bias(&mut self, health: &WorkerHealth) -> Result<Option<Vec<f32>>, InferenceError> {
-        let (reply, _) = oneshot::channel();
-        let job = Job {
-            question: choice::CONTENT_FREE_QUESTION.to_string(),
-            max_tokens: Some(8),
-            deadline: Instant::now() + Duration::from_secs(60),
-            cancel: CancellationToken::new(),
-            reply,
+    /// Gives a job a slot and the cells of its prompt and answer: Ok(true)
+    /// when it is in flight, Ok(false) when it was answered with an error,
+    /// Err when it must wait for a question in flight to end.
+    fn begin(&mut self, job: Job, reads_bias: bool, health: &WorkerHealth) -> Result<bool, Job> {
+        let model = self.config.name.clone();
+        let refuse = |job: Job, error: InferenceError| {
+            if reads_bias {
+                tracing::warn!(model = %model, error = %error, "cannot read the letter bias");
+            }
+            let _ = job.reply.send(Err(error));
+            Ok(false)
         };
-        Ok(self.generate(&job, health)?.options)
+        let prompt = self.tokenize(&job.question);
+        let limit = job
+            .max_tokens
+            .map_or(self.config.max_tokens, |m| m.min(self.config.max_tokens))
+            as usize;
+        // Refuse rather than shorten the answer to fit: an answer cut short by
+        // a full context would look like a complete one.
+        let overflow = |prompt_tokens| InferenceError::ContextOverflow {
+            model: model.clone(),
+            prompt_tokens,
+            answer_tokens: limit,
+            context: self.capacity as u32,
+        };
+        if prompt.len() + limit > self.capacity {
+            return refuse(job, overflow(prompt.len()));
+        }
+        // Out of time already (queued too long): do not read the prompt.
+        if Instant::now() >= job.deadline {
+            return refuse(job, InferenceError::DeadlineExceeded { generated: 0 });
+        }
+        let admission = match self.slots.admit(&prompt, limit) {
+            Verdict::Start(a) => a,
+            Verdict::Wait => return Err(job),
+            Verdict::TooLong => return refuse(job, overflow(prompt.len())),
+        };
+        for slot in admission.evict {
+            forget_cells(&mut self.ctx, slot);
+        }
+        let reused = match keep_cells(&mut self.ctx, admission.slot, admission.shared) {
+            Ok(n) => n,
+            Err(message) => {
+                self.slots.retire(admission.slot, Vec::new());
+                return refuse(
+                    job,
+                    InferenceError::Decode {
+                        model: model.clone(),
+                        message,
+                    },
+                );
+            }
+        };
+        health.start_job();
+        tracing::debug!(
+            model = %self.config.name,
+            slot = admission.slot,
+            in_flight = self.active.len() + 1,
+            prompt_tokens = prompt.len(),
+            reused,
+            "question started"
+        );
+        let offered = choice::options(&job.question).len();
+        self.active.push(Sequence {
+            job,
+            reads_bias,
+            slot: admission.slot,
+            prompt,
+            reused,
+            limit,
+            offered,
+            started: Instant::now(),
+            first_token_at: None,
+            chosen: Vec::new(),
+            bytes: Vec::new(),
+            probs: Vec::with_capacity(limit),
+            entropies: Vec::with_capacity(limit),
+            options: None,
+            cut: None,
+            rng: rand::rngs::StdRng::seed_from_u64(self.rng.random()),
+            row: 0,
+        });
+        Ok(true)
+    }
+
+    /// One llama.cpp decode for every question in flight (the unread part of
+    /// the prompts just started, the last chosen token of the others), then
+    /// each chooses its next token; those done are answered and leave.
+    fn step(&mut self, health: &WorkerHealth) {
+        self.batch.clear();
+        let mut added = Ok(());
+        for s in &mut self.active {
+            let seq = [s.slot as i32];
+            added = match s.chosen.last() {
+                None => {
+                    let last = s.prompt.len() - 1;
+                    (s.reused..s.prompt.len())
+                        .try_for_each(|i| self.batch.add(s.prompt[i], i as i32, &seq, i == last))
+                }
+                Some(&token) => {
+                    let pos = s.prompt.len() + s.chosen.len() - 1;
+                    self.batch.add(token, pos as i32, &seq, true)
+                }
+            };
+            if added.is_err() {
+                break;
+            }
+            s.row = self.batch.n_tokens() - 1;
+        }
+        let decoded = added
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.ctx.decode(&mut self.batch).map_err(|e| e.to_string()));
+        if let Err(message) = decoded {
+            // The cells of every sequence are unknown now: forget them all.
+            let _ = self.ctx.clear_kv_cache_seq(None, None, None);
+            self.slots.forget_caches();
+            for s in std::mem::take(&mut self.active) {
+                let error = InferenceError::Decode {
+                    model: self.config.name.clone(),
+                    message: message.clone(),
+                };
+                self.retire(s, Err(error), false, health);
+            }
+            return;
+        }
+        let model = self.model;
+        let vocab = model.vocab();
+        let mut i = 0;
+        while i < self.active.len() {
+            let s = &mut self.active[i];
+            let logits = self.ctx.get_logits_ith(s.row);
+            match s.choose(logits, &self.config, &self.letters, &vocab, health) {
+                None => i += 1,
+                Some(outcome) => {
+                    let s = self.active.remove(i);
+                    self.retire(s, outcome, true, health);
+                }
+            }
+        }
+    }
+
+    /// Answers a question that is done and frees its slot. With `keep`, the
+    /// slot keeps the cells of the prompt and of the tokens decoded after it
+    /// (the next question that shares its head reads only the rest), held
+    /// as a cache that any question needing the room takes over.
+    fn retire(
+        &mut self,
+        s: Sequence,
+        outcome: Result<Finish, InferenceError>,
+        keep: bool,
+        health: &WorkerHealth,
+    ) {
+        let cells = match keep {
+            true => {
+                let decoded = s.chosen.len().saturating_sub(1);
+                [&s.prompt[..], &s.chosen[..decoded]].concat()
+            }
+            false => Vec::new(),
+        };
+        self.slots.retire(s.slot, cells);
+        health.finish_job(s.started.elapsed());
+        let result = outcome.map(|finish| s.generation(&self.config, finish, self.known_bias()));
+        if s.reads_bias {
+            let bias = match result {
+                Ok(g) => g.options,
+                Err(e) => {
+                    tracing::warn!(model = %self.config.name, error = %e, "cannot read the letter bias");
+                    None
+                }
+            };
+            tracing::info!(model = %self.config.name, letter_bias = ?bias, "letter bias read");
+            self.bias = LetterBias::Known(bias);
+        } else {
+            let _ = s.job.reply.send(result);
+        }
+    }
+
+    fn known_bias(&self) -> Option<&[f32]> {
+        match &self.bias {
+            LetterBias::Known(Some(bias)) => Some(bias),
+            _ => None,
+        }
     }
 
     fn tokenize(&self, question: &str) -> Vec<LlamaToken> {
@@ -753,143 +1027,89 @@ impl Worker<'_> {
         tokens.extend_from_slice(&self.suffix);
         tokens
     }
+}
 
-    fn generate(&mut self, job: &Job, health: &WorkerHealth) -> Result<Generation, InferenceError> {
-        let start = Instant::now();
-        let name = self.config.name.clone();
-        let decode_err = |e: &dyn std::fmt::Display| InferenceError::Decode {
-            model: name.clone(),
-            message: e.to_string(),
-        };
-        let tokens = self.tokenize(&job.question);
-        let n_ctx = self.ctx.n_ctx() as usize;
-        let limit = job
-            .max_tokens
-            .map_or(self.config.max_tokens, |m| m.min(self.config.max_tokens))
-            as usize;
-        // Refuse rather than shorten the answer to fit: an answer cut short by
-        // a full context would look like a complete one.
-        if tokens.len() + limit > n_ctx {
-            return Err(InferenceError::ContextOverflow {
-                model: name,
-                prompt_tokens: tokens.len(),
-                answer_tokens: limit,
-                context: n_ctx as u32,
-            });
+impl Sequence {
+    /// Chooses the next token from this step's logits, after the job's
+    /// cancellation and deadline; Some when the question is done.
+    fn choose(
+        &mut self,
+        logits: &[f32],
+        config: &ModelConfig,
+        letters: &[Vec<LlamaToken>],
+        vocab: &LlamaVocab,
+        health: &WorkerHealth,
+    ) -> Option<Result<Finish, InferenceError>> {
+        if self.job.cancel.is_cancelled() {
+            return Some(Err(InferenceError::Cancelled));
         }
-        // Out of time already (queued too long): do not process the prompt.
-        if Instant::now() >= job.deadline {
-            return Err(InferenceError::DeadlineExceeded { generated: 0 });
+        if Instant::now() >= self.job.deadline {
+            return Some(Err(InferenceError::DeadlineExceeded {
+                generated: self.probs.len(),
+            }));
         }
-
-        // Keep the cells of the prefix this prompt shares with the last one
-        // and forget the rest (their data is simply overwritten). At least the
-        // last token is read again: its logits start the answer.
-        let shared = common_prefix(&self.cached, &tokens).min(tokens.len() - 1);
-        self.cached.clear(); // until the decode succeeds: a failed one leaves the cells unknown
-        let reuse = keep_cells(&mut self.ctx, shared).map_err(|e| decode_err(&e))?;
-        self.batch.clear();
-        let last = tokens.len() - 1;
-        for (i, t) in tokens.iter().enumerate().skip(reuse) {
-            self.batch
-                .add(*t, i as i32, &[0], i == last)
-                .map_err(|e| decode_err(&e))?;
+        let step = sampling::step(logits, config.temperature, &mut self.rng);
+        self.first_token_at.get_or_insert_with(Instant::now);
+        health.progress();
+        self.probs.push(step.prob);
+        self.entropies.push(step.entropy);
+        let token = LlamaToken::new(step.token as i32);
+        self.chosen.push(token);
+        let offered = self.offered;
+        if offered > 0
+            && self.options.is_none()
+            && letters[..offered].iter().any(|ts| ts.contains(&token))
+        {
+            self.options = Some(letter_distribution(logits, letters, offered));
         }
-        self.ctx
-            .decode(&mut self.batch)
-            .map_err(|e| decode_err(&e))?;
-        self.cached = tokens.clone();
-
-        let vocab = self.model.vocab();
-        let mut bytes = Vec::new();
-        let mut probs = Vec::with_capacity(limit);
-        let mut entropies = Vec::with_capacity(limit);
-        let mut first_token_at = None;
-        let mut cut = None;
-        let offered = choice::options(&job.question).len();
-        let mut options = None;
-        let finish = loop {
-            if job.cancel.is_cancelled() {
-                return Err(InferenceError::Cancelled);
-            }
-            if Instant::now() >= job.deadline {
-                return Err(InferenceError::DeadlineExceeded {
-                    generated: probs.len(),
-                });
-            }
-            let logits = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
-            let step = sampling::step(logits, self.config.temperature, &mut self.rng);
-            first_token_at.get_or_insert_with(Instant::now);
-            health.progress();
-            probs.push(step.prob);
-            entropies.push(step.entropy);
-            let token = LlamaToken::new(step.token as i32);
-            if offered > 0
-                && options.is_none()
-                && self.letters[..offered].iter().any(|ts| ts.contains(&token))
+        if vocab.is_eog(token) {
+            return Some(Ok(Finish::Eog));
+        }
+        self.bytes.extend(vocab.token_to_piece(token, false, None));
+        if !config.stop.is_empty() {
+            if let Some(at) = sampling::stop_at(&String::from_utf8_lossy(&self.bytes), &config.stop)
             {
-                options = Some(letter_distribution(logits, &self.letters, offered));
+                self.cut = Some(at);
+                return Some(Ok(Finish::Stop));
             }
-            if vocab.is_eog(token) {
-                break Finish::Eog;
-            }
-            bytes.extend(vocab.token_to_piece(token, false, None));
-            if !self.config.stop.is_empty() {
-                if let Some(at) =
-                    sampling::stop_at(&String::from_utf8_lossy(&bytes), &self.config.stop)
-                {
-                    cut = Some(at);
-                    break Finish::Stop;
-                }
-            }
-            if probs.len() >= limit {
-                break Finish::MaxTokens;
-            }
-            let pos = (tokens.len() + probs.len() - 1) as i32;
-            self.batch.clear();
-            self.batch
-                .add(token, pos, &[0], true)
-                .map_err(|e| decode_err(&e))?;
-            // Empty until the decode succeeds: a failed one leaves the cells unknown.
-            let mut cached = std::mem::take(&mut self.cached);
-            self.ctx
-                .decode(&mut self.batch)
-                .map_err(|e| decode_err(&e))?;
-            cached.push(token);
-            self.cached = cached;
-        };
-        let mut text = String::from_utf8_lossy(&bytes).into_owned();
-        if let Some(at) = cut {
+        }
+        (self.probs.len() >= self.limit).then_some(Ok(Finish::MaxTokens))
+    }
+
+    /// The answer and what was measured while producing it.
+    fn generation(&self, config: &ModelConfig, finish: Finish, bias: Option<&[f32]>) -> Generation {
+        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        if let Some(at) = self.cut {
             text.truncate(at);
         }
         let mut text = text.trim().to_string();
-        let calibrated = options.as_ref().map(|o| match &self.letter_bias {
+        let calibrated = self.options.as_ref().map(|o| match bias {
             Some(bias) => choice::calibrate(o, bias),
             None => o.clone(),
         });
         // With a letter prior measured on real questions, the answer is the
         // option that leads once the prior is divided out (calibrate-before-use).
-        if self.config.letter_prior.is_some() {
+        if config.letter_prior.is_some() {
             if let Some(better) = calibrated
                 .as_ref()
-                .and_then(|c| choice::calibrated_answer(&job.question, &text, c))
+                .and_then(|c| choice::calibrated_answer(&self.job.question, &text, c))
             {
                 text = better;
             }
         }
-        let first = first_token_at.unwrap_or(start);
-        Ok(Generation {
-            model: name,
+        let first = self.first_token_at.unwrap_or(self.started);
+        Generation {
+            model: config.name.clone(),
             text,
             finish,
-            prompt_tokens: tokens.len(),
-            token_probs: probs,
-            token_entropies: entropies,
-            options,
+            prompt_tokens: self.prompt.len(),
+            token_probs: self.probs.clone(),
+            token_entropies: self.entropies.clone(),
+            options: self.options.clone(),
             calibrated,
-            time_to_first_token: first - start,
+            time_to_first_token: first - self.started,
             decode_time: first.elapsed(),
-        })
+        }
     }
 }
 
@@ -902,33 +1122,22 @@ mod tests {
     }
 
     #[test]
-    fn prompts_share_their_common_head_only() {
-        assert_eq!(
-            common_prefix(&toks(&[1, 2, 3, 9]), &toks(&[1, 2, 3, 4, 5])),
-            3
-        );
-        assert_eq!(common_prefix(&toks(&[1, 2]), &toks(&[1, 2, 3])), 2);
-        assert_eq!(common_prefix(&toks(&[7]), &toks(&[1, 2])), 0);
-        assert_eq!(common_prefix(&[], &toks(&[1])), 0);
-    }
-
-    #[test]
     fn the_typical_job_time_follows_the_jobs() {
         let h = WorkerHealth::default();
         assert_eq!(h.typical_job(), None);
         h.start_job();
-        std::thread::sleep(Duration::from_millis(20));
-        h.finish_job();
+        h.finish_job(Duration::from_millis(20));
         let first = h.typical_job().unwrap();
         assert!(first >= Duration::from_millis(20), "{first:?}");
         // A quick job moves the average down, by a fifth of the difference.
         h.start_job();
-        h.finish_job();
+        h.finish_job(Duration::ZERO);
         let second = h.typical_job().unwrap();
         assert!(
             second < first && second >= first * 3 / 4,
             "{first:?} {second:?}"
         );
+        assert_eq!(h.active(), 0);
     }
 
     #[test]
