@@ -435,7 +435,7 @@ struct Worker<'m> {
     active: Vec<Sequence>,
     /// A job taken from the queue that has not started: it waits for a
     /// slot, for cells, or for the letter bias.
-    waiting: Option<Job>,
+    waiting: Option<Pending>,
     /// Per option letter, the tokens that spell it ("C" and " C").
     letters: Vec<Vec<LlamaToken>>,
     bias: LetterBias,
@@ -454,21 +454,31 @@ enum LetterBias {
     Known(Option<Vec<f32>>),
 }
 
-/// A question in flight: its slot and what it has produced so far.
-struct Sequence {
+/// A job read once, before it starts: its prompt, its answer's length
+/// limit and the options it offers.
+struct Pending {
     job: Job,
     /// It reads the content-free question for the letter bias: its answer
     /// goes to the worker, not to an asker.
     reads_bias: bool,
-    /// Its slot, which is also its llama.cpp sequence id.
-    slot: usize,
     prompt: Vec<LlamaToken>,
-    /// Leading prompt tokens whose cells the slot already held: its first
-    /// step reads only the rest.
-    reused: usize,
     limit: usize,
     /// Options the question offers (0: none).
     offered: usize,
+}
+
+/// A question in flight: its slot and what it has produced so far.
+struct Sequence {
+    job: Job,
+    reads_bias: bool,
+    prompt: Vec<LlamaToken>,
+    limit: usize,
+    offered: usize,
+    /// Its slot, which is also its llama.cpp sequence id.
+    slot: usize,
+    /// Leading prompt tokens whose cells the slot already held: its first
+    /// step reads only the rest.
+    reused: usize,
     started: Instant,
     first_token_at: Option<Instant>,
     /// The tokens chosen so far; the cells hold all but the last.
@@ -782,22 +792,27 @@ impl Worker<'_> {
     /// closed and nothing is in flight.
     fn admit(&mut self, jobs: &mut mpsc::Receiver<Job>, health: &WorkerHealth) -> bool {
         loop {
-            let job = match self.waiting.take() {
-                Some(job) => job,
-                None if self.active.is_empty() => match jobs.blocking_recv() {
-                    Some(job) => job,
-                    None => return false,
-                },
-                None => match jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(_) => return true,
-                },
+            let next = match self.waiting.take() {
+                Some(pending) => pending,
+                None => {
+                    let job = match self.active.is_empty() {
+                        true => match jobs.blocking_recv() {
+                            Some(job) => job,
+                            None => return false,
+                        },
+                        false => match jobs.try_recv() {
+                            Ok(job) => job,
+                            Err(_) => return true,
+                        },
+                    };
+                    self.prepare(job, false)
+                }
             };
-            if job.reply.is_closed() {
+            if next.job.reply.is_closed() {
                 continue; // the asker gave up while the job was queued
             }
-            if let Err(job) = self.start(job, health) {
-                self.waiting = Some(job);
+            if let Err(pending) = self.start(next, health) {
+                self.waiting = Some(pending);
                 return true;
             }
         }
@@ -806,11 +821,11 @@ impl Worker<'_> {
     /// Starts a job (Ok also when it was answered at once with an error), or
     /// hands it back to wait. A question that offers options waits for the
     /// letter bias, whose content-free question is started first.
-    fn start(&mut self, job: Job, health: &WorkerHealth) -> Result<(), Job> {
-        if !choice::options(&job.question).is_empty() {
+    fn start(&mut self, next: Pending, health: &WorkerHealth) -> Result<(), Pending> {
+        if next.offered > 0 {
             match self.bias {
                 LetterBias::Known(_) => {}
-                LetterBias::Reading => return Err(job),
+                LetterBias::Reading => return Err(next),
                 LetterBias::Unread => {
                     let (reply, _) = oneshot::channel();
                     let probe = Job {
@@ -820,23 +835,41 @@ impl Worker<'_> {
                         cancel: CancellationToken::new(),
                         reply,
                     };
-                    match self.begin(probe, true, health) {
+                    match self.begin(self.prepare(probe, true), health) {
                         Ok(true) => self.bias = LetterBias::Reading,
                         Ok(false) => self.bias = LetterBias::Known(None),
                         Err(_) => {} // no room yet: read it once there is
                     }
-                    return Err(job);
+                    return Err(next);
                 }
             }
         }
-        self.begin(job, false, health).map(|_| ())
+        self.begin(next, health).map(|_| ())
+    }
+
+    /// Reads a job once: its prompt tokens, answer limit and options.
+    fn prepare(&self, job: Job, reads_bias: bool) -> Pending {
+        let prompt = self.tokenize(&job.question);
+        let limit = job
+            .max_tokens
+            .map_or(self.config.max_tokens, |m| m.min(self.config.max_tokens))
+            as usize;
+        let offered = choice::options(&job.question).len();
+        Pending {
+            job,
+            reads_bias,
+            prompt,
+            limit,
+            offered,
+        }
     }
 
     /// Gives a job a slot and the cells of its prompt and answer: Ok(true)
     /// when it is in flight, Ok(false) when it was answered with an error,
     /// Err when it must wait for a question in flight to end.
-    fn begin(&mut self, job: Job, reads_bias: bool, health: &WorkerHealth) -> Result<bool, Job> {
+    fn begin(&mut self, next: Pending, health: &WorkerHealth) -> Result<bool, Pending> {
         let model = self.config.name.clone();
+        let reads_bias = next.reads_bias;
         let refuse = |job: Job, error: InferenceError| {
             if reads_bias {
                 tracing::warn!(model = %model, error = %error, "cannot read the letter bias");
@@ -844,11 +877,7 @@ impl Worker<'_> {
             let _ = job.reply.send(Err(error));
             Ok(false)
         };
-        let prompt = self.tokenize(&job.question);
-        let limit = job
-            .max_tokens
-            .map_or(self.config.max_tokens, |m| m.min(self.config.max_tokens))
-            as usize;
+        let (prompt, limit) = (&next.prompt, next.limit);
         // Refuse rather than shorten the answer to fit: an answer cut short by
         // a full context would look like a complete one.
         let overflow = |prompt_tokens| InferenceError::ContextOverflow {
@@ -858,16 +887,16 @@ impl Worker<'_> {
             context: self.capacity as u32,
         };
         if prompt.len() + limit > self.capacity {
-            return refuse(job, overflow(prompt.len()));
+            return refuse(next.job, overflow(prompt.len()));
         }
         // Out of time already (queued too long): do not read the prompt.
-        if Instant::now() >= job.deadline {
-            return refuse(job, InferenceError::DeadlineExceeded { generated: 0 });
+        if Instant::now() >= next.job.deadline {
+            return refuse(next.job, InferenceError::DeadlineExceeded { generated: 0 });
         }
-        let admission = match self.slots.admit(&prompt, limit) {
+        let admission = match self.slots.admit(prompt, limit) {
             Verdict::Start(a) => a,
-            Verdict::Wait => return Err(job),
-            Verdict::TooLong => return refuse(job, overflow(prompt.len())),
+            Verdict::Wait => return Err(next),
+            Verdict::TooLong => return refuse(next.job, overflow(prompt.len())),
         };
         for slot in admission.evict {
             forget_cells(&mut self.ctx, slot);
@@ -877,7 +906,7 @@ impl Worker<'_> {
             Err(message) => {
                 self.slots.retire(admission.slot, Vec::new());
                 return refuse(
-                    job,
+                    next.job,
                     InferenceError::Decode {
                         model: model.clone(),
                         message,
@@ -894,15 +923,21 @@ impl Worker<'_> {
             reused,
             "question started"
         );
-        let offered = choice::options(&job.question).len();
+        let Pending {
+            job,
+            reads_bias,
+            prompt,
+            limit,
+            offered,
+        } = next;
         self.active.push(Sequence {
             job,
             reads_bias,
-            slot: admission.slot,
             prompt,
-            reused,
             limit,
             offered,
+            slot: admission.slot,
+            reused,
             started: Instant::now(),
             first_token_at: None,
             chosen: Vec::new(),
