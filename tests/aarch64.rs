@@ -72,14 +72,16 @@ async fn answers_under_qemu(binary: &str, cpu: &str, node: &str) {
     ];
     let service = Service::start_command(&broker, &config, &command).await;
     let mut client = TestClient::replies(&broker).await;
+    // Emulated, the safety reading and the prompt take about a minute
+    // each: more than the default deadline when both tests share the cores.
     client
         .publish(
             "swarm/query/qemu",
-            b"What is the capital city of Australia",
+            br#"{"question": "What is the capital city of Australia", "deadline_ms": 400000}"#,
             PublishProps::default(),
         )
         .await;
-    let reply = client.reply(Duration::from_secs(300)).await;
+    let reply = client.reply(Duration::from_secs(420)).await;
     assert!(says_canberra(&reply), "{reply}\n{}", service.log());
     eprintln!(
         "{cpu}: answered in {} ms, {} tokens",
