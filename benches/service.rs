@@ -127,6 +127,11 @@ async fn main() {
     for name in ["smollm2", "gemma3", "qwen05"] {
         let mut config = service_config(&broker, &format!("bench-{name}"));
         config.models = vec![model_config(name, threads)];
+        // This measures the answering path against llama-bench; the safety
+        // reading before it has its own benchmark (scripts/bench-safety),
+        // and it flags this instruction-like question (prompt_injection,
+        // p = 0.78 with the shipped head) so no model would answer it.
+        config.safety.learned.enabled = false;
         let service = Service::start(&broker, &config).await;
         let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
         client.subscribe("bench/replies").await;
