@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use swarm_llm::mqtt::PublishProps;
 
 const ASKERS: usize = 3;
 const BOARDS: [usize; 3] = [1, 2, 3];
@@ -52,11 +51,7 @@ async fn run(boards: usize, questions: &[String]) -> Run {
         let a = i % ASKERS;
         let ask = serde_json::json!({"id": format!("q{i}"), "question": q, "reply_to": format!("gw/bench/{a}")});
         askers[a]
-            .publish(
-                &format!("swarm/query/line/asker{a}"),
-                ask.to_string().as_bytes(),
-                PublishProps::default(),
-            )
+            .publish_json(&format!("swarm/query/line/asker{a}"), &ask)
             .await;
     }
     let mut latencies = Vec::new();

@@ -15,9 +15,7 @@ const QUESTION: &str = "What is the capital city of Australia";
 const SILENT_PEER_TIMEOUT_MS: u64 = 2_000;
 
 async fn ask(client: &mut TestClient, topic: &str, json: serde_json::Value) -> serde_json::Value {
-    client
-        .publish(topic, json.to_string().as_bytes(), PublishProps::default())
-        .await;
+    client.publish_json(topic, &json).await;
     client.reply(WAIT).await
 }
 

@@ -87,13 +87,7 @@ async fn ask_together(
     for (id, extra) in questions {
         let mut request = extra.clone();
         request["id"] = format!("{round}/{id}").into();
-        client
-            .publish(
-                "swarm/query/line1",
-                request.to_string().as_bytes(),
-                PublishProps::default(),
-            )
-            .await;
+        client.publish_json("swarm/query/line1", &request).await;
     }
     let mut replies = std::collections::HashMap::new();
     while replies.len() < questions.len() {
@@ -700,13 +694,7 @@ async fn a_reply_the_brokers_acl_refuses_is_logged_and_the_service_keeps_answeri
     client.subscribe("test/answers").await;
     for reply_to in ["forbidden/answers", "test/answers"] {
         let request = serde_json::json!({"question": QUESTION, "reply_to": reply_to});
-        client
-            .publish(
-                "swarm/query/line1",
-                request.to_string().as_bytes(),
-                PublishProps::default(),
-            )
-            .await;
+        client.publish_json("swarm/query/line1", &request).await;
     }
     let reply = client.reply(WAIT).await;
     assert!(says_canberra(&reply), "{reply}");

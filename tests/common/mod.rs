@@ -352,6 +352,16 @@ impl TestClient {
             .await;
     }
 
+    /// Publishes a JSON request (no MQTT 5 properties).
+    pub async fn publish_json(&self, topic: &str, request: &serde_json::Value) {
+        self.publish(
+            topic,
+            request.to_string().as_bytes(),
+            PublishProps::default(),
+        )
+        .await;
+    }
+
     pub async fn publish(&self, topic: &str, payload: &[u8], props: PublishProps) {
         self.client
             .publish(topic, payload.to_vec(), false, props)
