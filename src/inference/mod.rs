@@ -423,8 +423,6 @@ struct Worker<'m> {
     /// once at load: only the question changes from one job to the next.
     prefix: Vec<LlamaToken>,
     suffix: Vec<LlamaToken>,
-    /// Cells in the context, shared by the questions in flight.
-    capacity: usize,
     batch: LlamaBatch<'static>,
     /// Seeds each question's own sampler.
     rng: rand::rngs::StdRng,
@@ -469,11 +467,7 @@ struct Pending {
 
 /// A question in flight: its slot and what it has produced so far.
 struct Sequence {
-    job: Job,
-    reads_bias: bool,
-    prompt: Vec<LlamaToken>,
-    limit: usize,
-    offered: usize,
+    asked: Pending,
     /// Its slot, which is also its llama.cpp sequence id.
     slot: usize,
     /// Leading prompt tokens whose cells the slot already held: its first
@@ -600,7 +594,6 @@ fn worker_main(
         ctx,
         prefix,
         suffix,
-        capacity,
         batch: LlamaBatch::new(capacity, 1),
         rng: rand::rngs::StdRng::seed_from_u64(0x5eed),
         active: Vec::new(),
@@ -880,13 +873,14 @@ impl Worker<'_> {
         let (prompt, limit) = (&next.prompt, next.limit);
         // Refuse rather than shorten the answer to fit: an answer cut short by
         // a full context would look like a complete one.
+        let capacity = self.slots.capacity();
         let overflow = |prompt_tokens| InferenceError::ContextOverflow {
             model: model.clone(),
             prompt_tokens,
             answer_tokens: limit,
-            context: self.capacity as u32,
+            context: capacity as u32,
         };
-        if prompt.len() + limit > self.capacity {
+        if prompt.len() + limit > capacity {
             return refuse(next.job, overflow(prompt.len()));
         }
         // Out of time already (queued too long): do not read the prompt.
@@ -923,19 +917,8 @@ impl Worker<'_> {
             reused,
             "question started"
         );
-        let Pending {
-            job,
-            reads_bias,
-            prompt,
-            limit,
-            offered,
-        } = next;
         self.active.push(Sequence {
-            job,
-            reads_bias,
-            prompt,
-            limit,
-            offered,
+            asked: next,
             slot: admission.slot,
             reused,
             started: Instant::now(),
@@ -962,12 +945,13 @@ impl Worker<'_> {
             let seq = [s.slot as i32];
             added = match s.chosen.last() {
                 None => {
-                    let last = s.prompt.len() - 1;
-                    (s.reused..s.prompt.len())
-                        .try_for_each(|i| self.batch.add(s.prompt[i], i as i32, &seq, i == last))
+                    let last = s.asked.prompt.len() - 1;
+                    (s.reused..s.asked.prompt.len()).try_for_each(|i| {
+                        self.batch.add(s.asked.prompt[i], i as i32, &seq, i == last)
+                    })
                 }
                 Some(&token) => {
-                    let pos = s.prompt.len() + s.chosen.len() - 1;
+                    let pos = s.asked.prompt.len() + s.chosen.len() - 1;
                     self.batch.add(token, pos as i32, &seq, true)
                 }
             };
@@ -1022,25 +1006,27 @@ impl Worker<'_> {
         let cells = match keep {
             true => {
                 let decoded = s.chosen.len().saturating_sub(1);
-                [&s.prompt[..], &s.chosen[..decoded]].concat()
+                [&s.asked.prompt[..], &s.chosen[..decoded]].concat()
             }
             false => Vec::new(),
         };
         self.slots.retire(s.slot, cells);
         health.finish_job(s.started.elapsed());
         let result = outcome.map(|finish| s.generation(&self.config, finish, self.known_bias()));
-        if s.reads_bias {
+        if s.asked.reads_bias {
             let bias = match result {
-                Ok(g) => g.options,
+                Ok(g) => {
+                    tracing::info!(model = %self.config.name, letter_bias = ?g.options, "letter bias read");
+                    g.options
+                }
                 Err(e) => {
                     tracing::warn!(model = %self.config.name, error = %e, "cannot read the letter bias");
                     None
                 }
             };
-            tracing::info!(model = %self.config.name, letter_bias = ?bias, "letter bias read");
             self.bias = LetterBias::Known(bias);
         } else {
-            let _ = s.job.reply.send(result);
+            let _ = s.asked.job.reply.send(result);
         }
     }
 
@@ -1075,10 +1061,10 @@ impl Sequence {
         vocab: &LlamaVocab,
         health: &WorkerHealth,
     ) -> Option<Result<Finish, InferenceError>> {
-        if self.job.cancel.is_cancelled() {
+        if self.asked.job.cancel.is_cancelled() {
             return Some(Err(InferenceError::Cancelled));
         }
-        if Instant::now() >= self.job.deadline {
+        if Instant::now() >= self.asked.job.deadline {
             return Some(Err(InferenceError::DeadlineExceeded {
                 generated: self.probs.len(),
             }));
@@ -1090,7 +1076,7 @@ impl Sequence {
         self.entropies.push(step.entropy);
         let token = LlamaToken::new(step.token as i32);
         self.chosen.push(token);
-        let offered = self.offered;
+        let offered = self.asked.offered;
         if offered > 0
             && self.options.is_none()
             && letters[..offered].iter().any(|ts| ts.contains(&token))
@@ -1108,7 +1094,7 @@ impl Sequence {
                 return Some(Ok(Finish::Stop));
             }
         }
-        (self.probs.len() >= self.limit).then_some(Ok(Finish::MaxTokens))
+        (self.probs.len() >= self.asked.limit).then_some(Ok(Finish::MaxTokens))
     }
 
     /// The answer and what was measured while producing it.
@@ -1127,7 +1113,7 @@ impl Sequence {
         if config.letter_prior.is_some() {
             if let Some(better) = calibrated
                 .as_ref()
-                .and_then(|c| choice::calibrated_answer(&self.job.question, &text, c))
+                .and_then(|c| choice::calibrated_answer(&self.asked.job.question, &text, c))
             {
                 text = better;
             }
@@ -1137,7 +1123,7 @@ impl Sequence {
             model: config.name.clone(),
             text,
             finish,
-            prompt_tokens: self.prompt.len(),
+            prompt_tokens: self.asked.prompt.len(),
             token_probs: self.probs.clone(),
             token_entropies: self.entropies.clone(),
             options: self.options.clone(),

@@ -61,6 +61,11 @@ impl Slots {
         }
     }
 
+    /// Cells in the context, shared by all slots.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Finds a slot for a question whose prompt is `prompt` and whose answer
     /// takes at most `answer_tokens`, and reserves its cells.
     pub fn admit(&mut self, prompt: &[LlamaToken], answer_tokens: usize) -> Verdict {
