@@ -271,7 +271,7 @@ enum Command {
         /// cross-validated, the rules' flags included (README, Safety: why 5%).
         #[arg(long, default_value_t = 0.05)]
         max_lookalike_flags: f64,
-        /// Gradient steps of the fit (it needs about 2000 to settle on 1152 features).
+        /// Gradient steps of the fit (it needs about 2000 to settle on a few thousand features).
         #[arg(long, default_value_t = 2000)]
         steps: usize,
         /// L2 penalty on the weights; 0.1 was best on held-out questions among 0.001 to 1.
