@@ -1,9 +1,9 @@
 //! The learned safety check's encoder: the model reads a question inside its
-//! chat prompt and the hidden states of one middle layer come back.
+//! chat prompt and the hidden states of two middle layers come back.
 //!
-//! Why a middle layer: a linear probe separates harmful requests from their
+//! Why middle layers: a linear probe separates harmful requests from their
 //! benign lookalikes at least as well there as at the last layer, and
-//! llama.cpp stops computing once that layer is done, so the check costs a
+//! llama.cpp stops computing once the deeper one is done, so the check costs a
 //! fraction of a full read. llama-cpp-2 exposes neither the graph callback
 //! that reads a layer nor the raw handles, so this module speaks to
 //! llama.cpp's C API directly; it opens the model file a second time (a
@@ -16,8 +16,10 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2 as sys;
 
 /// The layers read, as shares of the model's depth (0 is the input, 1 the
-/// last layer). Chosen on the dev split of the safety sets (README, "Safety").
-pub const LAYER_SHARES: &[f32] = &[0.67];
+/// last layer). Chosen on held-out safety questions (README, "Safety"): the
+/// two together separate harmful requests from their lookalikes better than
+/// either alone, and the lower one costs nothing, being computed on the way.
+pub const LAYER_SHARES: &[f32] = &[0.5, 0.67];
 
 /// The layers read in a model `depth` layers deep. Not the last one: there
 /// llama.cpp keeps only the rows of the tokens whose output is asked for.
@@ -30,10 +32,14 @@ pub fn layers_read(depth: i32) -> Vec<i32> {
     layers
 }
 
+/// How each layer's states are pooled over the question: their mean, the
+/// state at the end of the prompt, and their per-feature maximum.
+pub const POOLS: usize = 3;
+
 /// The width of the encoder's embeddings for a model `width` wide and
-/// `depth` deep: the mean and the last state of each layer read.
+/// `depth` deep: [`POOLS`] poolings of each layer read.
 pub fn embedding_size(width: usize, depth: i32) -> usize {
-    2 * width * layers_read(depth).len()
+    POOLS * width * layers_read(depth).len()
 }
 
 /// What the graph callback keeps of one decode: each chosen layer's output,
@@ -170,8 +176,10 @@ impl Encoder {
 
     /// Per layer read, the mean of its states over the question's tokens,
     /// then its state at the end of the prompt, where the model is about to
-    /// answer: in a causal model only that one has read the whole question.
-    /// `question` is already cut to the context's room.
+    /// answer (in a causal model only that one has read the whole question),
+    /// then the maximum of each feature over the question's tokens (a few
+    /// words that carry the harm, in a long or wrapped question, are not
+    /// averaged away). `question` is already cut to the context's room.
     pub fn encode(&mut self, question: &[LlamaToken]) -> Result<Vec<f32>, String> {
         if question.is_empty() {
             return Err("nothing to read: the text has no tokens".into());
@@ -188,19 +196,22 @@ impl Encoder {
         self.decode(&mut tokens)?;
         let w = self.capture.width;
         let n = question.len();
-        let mut features = Vec::with_capacity(2 * w * self.capture.rows.len());
+        let mut features = Vec::with_capacity(POOLS * w * self.capture.rows.len());
         for rows in &self.capture.rows {
             if rows.len() != w * tokens.len() {
                 return Err("llama.cpp did not return the layer's states".into());
             }
             let mut mean = vec![0.0f32; w];
+            let mut max = vec![f32::MIN; w];
             for row in rows.chunks_exact(w).take(n) {
-                for (m, v) in mean.iter_mut().zip(row) {
+                for ((m, x), v) in mean.iter_mut().zip(&mut max).zip(row) {
                     *m += v / n as f32;
+                    *x = x.max(*v);
                 }
             }
             features.extend_from_slice(&mean);
             features.extend_from_slice(&rows[rows.len() - w..]);
+            features.extend_from_slice(&max);
         }
         Ok(features)
     }
@@ -243,8 +254,8 @@ mod tests {
 
     #[test]
     fn the_layer_read_is_in_the_middle_and_never_the_last() {
-        // SmolLM2-135M has 30 layers: the 20th (index 19) is read.
-        assert_eq!(layers_read(30), vec![19]);
+        // SmolLM2-135M has 30 layers: the 15th and the 20th (indices 14, 19) are read.
+        assert_eq!(layers_read(30), vec![14, 19]);
         for depth in 1..64 {
             let layers = layers_read(depth);
             assert!(!layers.is_empty());
@@ -254,7 +265,7 @@ mod tests {
                     .all(|&l| l >= 0 && (depth < 2 || l < depth - 1)),
                 "{depth}: {layers:?}"
             );
-            assert_eq!(embedding_size(576, depth), 2 * 576 * layers.len());
+            assert_eq!(embedding_size(576, depth), POOLS * 576 * layers.len());
         }
     }
 }

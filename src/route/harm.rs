@@ -3,7 +3,7 @@
 //!
 //! Word rules cannot generalise to paraphrase; a model's embedding of the
 //! question can. One of the board's own small models reads the question (the
-//! states of a middle layer, no extra weights in memory: see
+//! states of two middle layers, no extra weights in memory: see
 //! `inference::encoder`), and a multinomial logistic head ([`HarmHead`], trained
 //! by `swarm-llm safety-train` and kept as data) gives the probability of
 //! each harm category and of `none`. The question is flagged when the
