@@ -245,9 +245,9 @@ fn top_eigenvalue(z: &[Vec<f32>], w: &[f32]) -> f32 {
     for _ in 0..50 {
         let mut next = vec![0f32; d];
         for (zi, &wi) in z.iter().zip(w) {
-            let dot: f32 = zi.iter().zip(&v).map(|(a, b)| a * b).sum();
+            let along = dot(zi, &v);
             for (n, &a) in next.iter_mut().zip(zi) {
-                *n += wi * dot * a;
+                *n += wi * along * a;
             }
         }
         lambda = next.iter().map(|x| x * x).sum::<f32>().sqrt();
