@@ -354,6 +354,7 @@ pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available
         confidence: view.first_confidence,
         difficulty: r.difficulty,
         cloud_gain: policy.learned.as_ref().map(|l| l.score(&first_answer(r))),
+        answered: vote::answers(&r.answers[0].text, &r.prompt),
         can_vote: r.answers.len() > 1,
         swarm_agrees: view.agrees,
     };
@@ -363,6 +364,7 @@ pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available
             facts.confidence,
             facts.difficulty,
             facts.cloud_gain,
+            facts.answered,
             facts.can_vote,
             gates,
             policy

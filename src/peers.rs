@@ -255,6 +255,7 @@ mod tests {
             difficulty: 0.0,
             options: None,
             cloud_gain: None,
+            restates_question: false,
             safety: SafetySignal {
                 score: 0.0,
                 flagged: false,

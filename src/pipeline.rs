@@ -35,7 +35,7 @@ use crate::route::learned::FirstAnswer;
 use crate::route::policy::{self, AfterFirst, AfterVote, BeforeGeneration, Gates, Policy};
 use crate::route::safety::Assessment;
 use crate::route::signals::{prompt_difficulty, Uncertainty};
-use crate::route::vote::{Ballot, Outcome, Tally};
+use crate::route::vote::{self, Ballot, Outcome, Tally};
 use crate::safety_screen::{SafetyScreen, ScreenError};
 use crate::topic;
 
@@ -176,6 +176,7 @@ impl Pipeline {
             difficulty,
             options: None,
             cloud_gain: None,
+            restates_question: false,
             safety: SafetySignal::from_assessment(&assessment),
         };
         let gates = self.gates(&assessment, &req.topic);
@@ -305,6 +306,7 @@ impl Pipeline {
             confidence,
             signals.difficulty,
             signals.cloud_gain,
+            !signals.restates_question,
             !self.others.is_empty() || !self.peer_list().is_empty(),
             gates,
             &self.policy,
@@ -402,6 +404,7 @@ impl Pipeline {
                 options: signals.options.as_deref(),
             })
         });
+        signals.restates_question = !vote::answers(&first.text, &req.question);
         signals.uncertainty = Some(u);
         signals.confidence = Some(confidence);
         Ok((first, confidence))

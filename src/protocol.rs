@@ -381,6 +381,10 @@ pub struct Signals {
     /// answer right, when the policy has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_gain: Option<f32>,
+    /// The first answer only restated the question (no word, number or
+    /// option of its own), so it was not kept as it was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restates_question: bool,
     pub safety: SafetySignal,
 }
 

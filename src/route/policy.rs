@@ -154,11 +154,14 @@ pub enum AfterFirst {
     Cloud,
 }
 
-/// `cloud_gain` is the learned router's score, when the policy has one.
+/// `cloud_gain` is the learned router's score, when the policy has one;
+/// `answered` whether the first answer says anything the question does not
+/// already say ([`super::vote::answers`]).
 pub fn after_first(
     confidence: f32,
     difficulty: f32,
     cloud_gain: Option<f32>,
+    answered: bool,
     can_vote: bool,
     g: Gates,
     p: &Policy,
@@ -167,6 +170,18 @@ pub fn after_first(
         g.safety == SafetyAction::Allow,
         "flagged questions never reach a local answer"
     );
+    // An answer that only restates the question is no answer, however sure
+    // the model was of its tokens (they were the question's own): someone
+    // else answers.
+    if !answered {
+        return if g.cloud_usable() {
+            AfterFirst::Cloud
+        } else if can_vote {
+            AfterFirst::Vote
+        } else {
+            AfterFirst::AcceptDegraded
+        };
+    }
     if let (Some(l), Some(gain)) = (&p.learned, cloud_gain) {
         return if gain < l.vote_at {
             AfterFirst::Accept
@@ -217,6 +232,8 @@ pub struct Facts {
     pub difficulty: f32,
     /// The learned router's score, when the policy has one.
     pub cloud_gain: Option<f32>,
+    /// Whether the first answer says more than the question.
+    pub answered: bool,
     pub can_vote: bool,
     /// Whether the swarm would agree, if asked.
     pub swarm_agrees: bool,
@@ -233,6 +250,7 @@ pub fn decide(f: &Facts, p: &Policy) -> (Route, bool) {
         f.confidence,
         f.difficulty,
         f.cloud_gain,
+        f.answered,
         f.can_vote,
         f.gates,
         p,
@@ -314,15 +332,19 @@ mod tests {
             proptest::option::of(0.0f32..=1.0),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
         )
             .prop_map(
-                |(gates, confidence, difficulty, cloud_gain, can_vote, swarm_agrees)| Facts {
-                    gates,
-                    confidence,
-                    difficulty,
-                    cloud_gain,
-                    can_vote,
-                    swarm_agrees,
+                |(gates, confidence, difficulty, cloud_gain, answered, can_vote, swarm_agrees)| {
+                    Facts {
+                        gates,
+                        confidence,
+                        difficulty,
+                        cloud_gain,
+                        answered,
+                        can_vote,
+                        swarm_agrees,
+                    }
                 },
             )
     }
@@ -367,6 +389,15 @@ mod tests {
         }
 
         #[test]
+        fn an_answer_that_restates_the_question_is_never_kept_as_it_is(f in facts(), p in policy()) {
+            let f = Facts { gates: Gates { safety: SafetyAction::Allow, ..f.gates }, answered: false, ..f };
+            let (route, degraded) = decide(&f, &p);
+            prop_assert!(route != Route::Local || degraded);
+            let usable = f.gates.cloud_allowed && f.gates.cloud_available;
+            prop_assert_eq!(route == Route::Cloud, usable);
+        }
+
+        #[test]
         fn without_a_usable_cloud_nothing_goes_to_it(f in facts(), p in policy()) {
             let f = Facts { gates: Gates { cloud_available: false, ..f.gates }, ..f };
             prop_assert_ne!(decide(&f, &p).0, Route::Cloud);
@@ -399,6 +430,7 @@ mod tests {
             confidence,
             difficulty: 0.0,
             cloud_gain: None,
+            answered: true,
             can_vote: true,
             swarm_agrees,
         };
@@ -442,6 +474,7 @@ mod tests {
             confidence: 0.99,
             difficulty: 0.0,
             cloud_gain: Some(gain),
+            answered: true,
             can_vote: true,
             swarm_agrees,
         };

@@ -128,6 +128,14 @@ pub fn normalise(answer: &str, question: &str) -> Key {
     Key::Words(words)
 }
 
+/// Whether an answer says anything the question does not already say: a
+/// number of its own, an option picked, or a content word not in the
+/// question. "Kill the frozen task on the line's HMI computer." says nothing
+/// to "How do I kill the frozen task on the line's HMI computer".
+pub fn answers(answer: &str, question: &str) -> bool {
+    !matches!(normalise(answer, question), Key::Words(w) if w.is_empty())
+}
+
 /// Whether two keys say the same thing.
 pub fn agree(a: &Key, b: &Key) -> bool {
     match (a, b) {
@@ -271,6 +279,32 @@ mod tests {
 
     fn key(a: &str) -> Key {
         normalise(a, "What current does the heater draw")
+    }
+
+    #[test]
+    fn an_answer_that_restates_the_question_answers_nothing() {
+        let q = "How do I kill the frozen task on the line's HMI computer";
+        assert!(!answers(
+            "Kill the frozen task on the line's HMI computer.",
+            q
+        ));
+        assert!(!answers("", q));
+        assert!(answers("Open Task Manager and end the task.", q));
+        let q = "What is the capital city of Australia?";
+        assert!(!answers("The capital city of Australia.", q));
+        assert!(answers("Canberra", q));
+        let q = "How many usable host addresses are there in a slash 26 subnet";
+        assert!(
+            !answers("A slash 26 subnet.", q),
+            "26 is the question's own number"
+        );
+        assert!(answers("62", q));
+        let q =
+            "Which lamp is least efficient?\nA. LED\nB. Fluorescent\nC. Incandescent\nD. Sodium";
+        assert!(
+            answers("C. Incandescent", q),
+            "picking an option is an answer"
+        );
     }
 
     #[test]
