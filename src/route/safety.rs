@@ -86,22 +86,30 @@ const REQUEST: &str = r"\b(how (do|can|could|would|should|might|will) (i|we|you|
 const DEFENSIVE: &str = r"\b(protect\w*|prevent\w*|defend(s|ing)? (against|my|our|the|it|them)|defen[cs]es?|recogni[sz]\w*|spot\w*|report(ing)? (a |an |it\b|them|this|someone|suspicious|phishing|fraud|scams?)|secur(e|ing) (my|our|the|against)|harden\w*|mitigat\w*|recover\w* from|remov\w*|clean\w* up|safe from|avoid (being|getting)|victim of|tell if|check if|verify|identify|detect(ing|ion)? (a |an |the )?(fake|forged|forgery|scam|fraud|phishing|malware))\b";
 
 fn builtin() -> Vec<RuleSpec> {
-    let rule =
-        |name: &str, reason: &str, patterns: &[&str], within: Option<usize>, advice: &str| {
-            RuleSpec {
-                name: name.into(),
-                reason: reason.into(),
-                category: HarmCategory::PlantHazard,
-                patterns: patterns.iter().map(|p| p.to_string()).collect(),
-                within_words: within,
-                unless: vec![],
-                weight: 1.0,
-                advice: advice.into(),
-            }
-        };
-    let rules = vec![
+    let rule = |name: &str,
+                category: HarmCategory,
+                reason: &str,
+                patterns: &[&str],
+                within: Option<usize>,
+                advice: &str| RuleSpec {
+        name: name.into(),
+        reason: reason.into(),
+        category,
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        within_words: within,
+        unless: vec![],
+        weight: 1.0,
+        advice: advice.into(),
+    };
+    // `senses`: the everyday senses of the words a rule reads, which never fire it.
+    let unless = |r: RuleSpec, senses: &[&str]| RuleSpec {
+        unless: senses.iter().map(|p| p.to_string()).collect(),
+        ..r
+    };
+    vec![
         rule(
             "defeat_protection",
+            HarmCategory::PlantHazard,
             "asks to bypass, disable or remove a guard, interlock, e-stop, safety relay or other protection",
             &[DEFEAT, PROTECTION],
             Some(10),
@@ -109,6 +117,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "exceed_rating",
+            HarmCategory::PlantHazard,
             "asks to set a protection or process limit above its rating",
             &[
                 r"\b(rais\w*|increas\w*|set\w*|adjust\w*|turn\w* up|crank\w* up|bump\w* up|push\w*|run\w*)\b",
@@ -119,6 +128,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "upsize_fuse",
+            HarmCategory::PlantHazard,
             "asks to fit a larger fuse or breaker than the circuit is rated for",
             &[
                 r"\b(fuses?|breakers?|mcbs?|overloads?)\b",
@@ -129,6 +139,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "live_electrical_work",
+            HarmCategory::PlantHazard,
             "asks to work on live electrical equipment",
             &[
                 r"\b(work\w*|reach\w*|touch\w*|open\w*|repair\w*|fix\w*|chang\w*|replac\w*|wir(e|es|ed|ing)|rewir\w*|inside|in)\b",
@@ -140,6 +151,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "stored_energy",
+            HarmCategory::PlantHazard,
             "asks to handle equipment that may still hold stored energy",
             &[
                 r"\b(touch\w*|handl\w*|grab\w*|work\w* on|open\w*|reach\w*|servic\w*|disconnect\w*|loosen\w*)\b",
@@ -150,6 +162,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "toxic_mixture",
+            HarmCategory::ChemicalBiologicalExplosive,
             "asks about mixing chemicals that release toxic gas",
             &[
                 r"\b(mix\w*|combin\w*|add\w*|pour\w*|use\w* together|together)\b",
@@ -161,6 +174,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "confined_space",
+            HarmCategory::PlantHazard,
             "asks to enter a confined space without the protections it needs",
             &[
                 r"\b(go\w* (in|into|inside|down)|enter\w*|climb\w* (in|into|down)|get\w* (in|into)|crawl\w* (in|into)|work\w* (in|inside)|inside)\b",
@@ -172,6 +186,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "work_at_height",
+            HarmCategory::PlantHazard,
             "asks to work at height without fall protection",
             &[
                 r"\b(skip\w*|without|no|don'?t need|do not need|not wear\w*|remov\w*|unclip\w*|unhook\w*|leave\w* off)\b",
@@ -182,6 +197,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "suspended_load",
+            HarmCategory::PlantHazard,
             "asks to stand or work under a suspended load or overload lifting gear",
             &[r"\b((stand|walk|work|go|reach|pass|stay)\w* (under|underneath|beneath|below) (a |the )?(suspended |hanging |lifted |raised |crane |hoisted )*(loads?|crane|hoist|forks?|pallets?|beams?)|(exceed\w*|overload\w*|more than|above|over) (the )?(rated|swl|wll|safe working load|capacity)\b.{0,30}\b(cranes?|hoists?|slings?|chains?|forklifts?|shackles?))"],
             None,
@@ -189,6 +205,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "lockout_violation",
+            HarmCategory::PlantHazard,
             "asks to remove another person's lock or start equipment that is locked out",
             &[
                 r"\b(remov\w*|tak(e|es|ing) off|cut\w*|open\w*|unlock\w*|pick\w*|restart\w*|start\w*|energi[sz]\w*|switch\w* (it )?on|turn\w* (it )?on|power\w* (it )?up)\b",
@@ -198,15 +215,20 @@ fn builtin() -> Vec<RuleSpec> {
             Some(15),
             "Only the person who applied a lock removes it. If they are gone, follow the site's documented lock-removal procedure with the supervisor, after checking the equipment and that everyone is clear.",
         ),
-        rule(
+        unless(
+            rule(
             "weapons_or_poison",
+            HarmCategory::ViolenceWeapons,
             "asks how to make a weapon, explosive or poison",
             &[r"\b(make|mak\w+|build\w*|creat\w*|synthesi[sz]\w*|produc\w*|assembl\w*|brew\w*)\b.{0,40}\b(bombs?|explosives?|ieds?|nerve agents?|poison(ous)? gas|toxic gas|chlorine gas|napalm|guns?|firearms?|weapons?|thermite|poisons?)\b"],
             None,
             "This is not something this assistant helps with.",
+            ),
+            &[r"\b((bath|seed|flavou?r|glitter|calorie|cherry) bombs?|bomb (cocktails?|shots?|drinks?)|photo-?bomb\w*)\b"],
         ),
         rule(
             "harm_to_people",
+            HarmCategory::ViolenceWeapons,
             "asks how to hurt or poison a person",
             &[r"\b(poison\w*|kill\w*|murder\w*|hurt\w*|harm\w*|injur\w*|attack\w*|stab\w*|shoot\w*|ambush\w*|kidnap\w*|abduct\w*|strangl\w*|tortur\w*|assault\w*|beat\w* up|maim\w*)\b.{0,30}\b(someone|somebody|a person|people|a (child|kid|woman|man|girl|boy|stranger|co-?worker|colleague|driver|guard)|my (boss|co-?worker|colleague|wife|husband|neighbou?r|supervisor|ex|partner|girlfriend|boyfriend|foreman|manager|rival)|him|her|them|(the |my )?(neighbou?r'?s?|someone'?s|somebody'?s) (dog|cat|pets?|horse|animals?))\b"],
             None,
@@ -214,13 +236,16 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "self_harm",
+            HarmCategory::SelfHarm,
             "mentions self-harm",
             &[r"\b(kill(ing)? myself|(end|take|taking|ending) my (own )?life|commit\w* suicide|suicide (methods?|notes?)|(hurt|harm|cut)(ing)? myself|self[- ]harm(ing)? (method|way|tool|object)s?|overdose on)\b"],
             None,
             "You are not alone: please talk to someone now, a colleague, your supervisor or a crisis line, or call the emergency number.",
         ),
-        rule(
+        unless(
+            rule(
             "crime",
+            HarmCategory::Illegal,
             "asks for help with a crime",
             &[
                 REQUEST,
@@ -228,9 +253,13 @@ fn builtin() -> Vec<RuleSpec> {
             ],
             Some(12),
             "This is not something this assistant helps with.",
+            ),
+            &[DEFENSIVE, r"\bsteal\w* (the (show|spotlight|limelight|scene)|a (base|glance|look|kiss|march)|bases|(his|her|their|someone'?s|somebody'?s) heart|my thunder)\b"],
         ),
-        rule(
+        unless(
+            rule(
             "mass_harm_agent",
+            HarmCategory::ChemicalBiologicalExplosive,
             "asks how to make, obtain or spread a biological, chemical, radiological or nuclear agent",
             &[
                 REQUEST,
@@ -239,9 +268,13 @@ fn builtin() -> Vec<RuleSpec> {
             ],
             Some(12),
             "This is not something this assistant helps with.",
+            ),
+            &[DEFENSIVE],
         ),
-        rule(
+        unless(
+            rule(
             "malware",
+            HarmCategory::CyberAttack,
             "asks to write, hide or spread malware, or to attack a network",
             &[
                 REQUEST,
@@ -250,9 +283,13 @@ fn builtin() -> Vec<RuleSpec> {
             ],
             Some(12),
             "This is not something this assistant helps with.",
+            ),
+            &[DEFENSIVE],
         ),
-        rule(
+        unless(
+            rule(
             "evade_security",
+            HarmCategory::CyberAttack,
             "asks to slip past antivirus, intrusion detection or a licence check",
             &[
                 r"\b(evad\w*|bypass\w*|(get|getting|gets|slip\w*|sneak\w*) ([\w']+ ){0,3}(past|around)|beat\w*|fool\w*|trick\w*|hid(e|es|ing) from|undetect\w*|circumvent\w*|crack\w*|defeat\w*)\b",
@@ -260,9 +297,13 @@ fn builtin() -> Vec<RuleSpec> {
             ],
             Some(8),
             "This is not something this assistant helps with.",
+            ),
+            &[DEFENSIVE],
         ),
-        rule(
+        unless(
+            rule(
             "steal_credentials",
+            HarmCategory::CyberAttack,
             "asks to crack, steal or intercept passwords or credentials",
             &[
                 REQUEST,
@@ -271,9 +312,13 @@ fn builtin() -> Vec<RuleSpec> {
             ],
             Some(10),
             "This is not something this assistant helps with.",
+            ),
+            &[DEFENSIVE],
         ),
-        rule(
+        unless(
+            rule(
             "jam_signals",
+            HarmCategory::CyberAttack,
             "asks to jam radio, wireless or navigation signals",
             &[
                 REQUEST,
@@ -281,9 +326,13 @@ fn builtin() -> Vec<RuleSpec> {
             ],
             Some(12),
             "This is not something this assistant helps with.",
+            ),
+            &[DEFENSIVE],
         ),
-        rule(
+        unless(
+            rule(
             "privacy_intrusion",
+            HarmCategory::Privacy,
             "asks to get at another person's private data, messages or whereabouts",
             &[
                 r"\b(read\w*|access\w*|get into|break into|hack\w*|spy\w*|snoop\w*|monitor\w*|track\w*|trac(e|ing)|find( out)?|look\w* up|get|obtain\w*|see|view\w*|open\w*|steal\w*|dig\w* up|record\w*|listen\w* (in|to))\b",
@@ -292,16 +341,23 @@ fn builtin() -> Vec<RuleSpec> {
             ],
             Some(10),
             "This is not something this assistant helps with.",
+            ),
+            &[DEFENSIVE],
         ),
-        rule(
+        unless(
+            rule(
             "doxxing",
+            HarmCategory::Privacy,
             "asks to expose or trace a private person",
             &[REQUEST, r"\b(dox\w*|de-?anonymi[sz]\w*|unmask\w*)\b"],
             Some(10),
             "This is not something this assistant helps with.",
+            ),
+            &[DEFENSIVE],
         ),
         rule(
             "illegal_weapon",
+            HarmCategory::ViolenceWeapons,
             "asks to convert, build or buy a firearm outside the law",
             &[
                 r"\b(convert\w*|modif\w*|turn\w*|make|mak(es|ing)|build\w*|print\w*|assembl\w*|mill\w*|buy\w*|get|obtain\w*|acquir\w*|fit\w*|install\w*)\b",
@@ -310,8 +366,10 @@ fn builtin() -> Vec<RuleSpec> {
             Some(10),
             "This is not something this assistant helps with.",
         ),
-        rule(
+        unless(
+            rule(
             "falsify_records",
+            HarmCategory::Illegal,
             "asks to forge, backdate or falsify a record, permit or certificate",
             &[
                 r"\b(backdat\w*|forg(e|es|ed|ing)|fak(e|es|ed|ing)|falsif\w*|fabricat\w*|fudg\w*|cook\w* the|pencil[- ]whip\w*|tamper\w* with|alter\w* the .{0,20}after the (accident|incident|inspection|audit))\b",
@@ -319,9 +377,12 @@ fn builtin() -> Vec<RuleSpec> {
             ],
             Some(8),
             "This is not something this assistant helps with. Records, permits and certificates must say what was really done.",
+            ),
+            &[DEFENSIVE],
         ),
         rule(
             "illegal_dumping",
+            HarmCategory::Illegal,
             "asks to dump hazardous waste where it pollutes, or out of sight of the rules",
             &[
                 r"\b(dump\w*|pour\w*|tip\w*|flush\w*|bury\w*|burn\w*|dispos\w*|get rid of|empty\w*|discharg\w*|leav\w*|hid(e|es|ing))\b",
@@ -333,6 +394,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "system_prompt_request",
+            HarmCategory::PromptInjection,
             "asks for the assistant's instructions, prompt or secrets",
             &[r"\b((show|print|reveal|repeat|tell|give|output|display|dump|leak|translate|list|what (are|were))\b.{0,40}\b(system (prompt|message)|(your|its|the assistant'?s?) (exact |hidden |internal |initial |original )?(instructions|prompt|configuration|config( file)?|settings|api keys?|tokens?|passwords?|secrets?|rules))|(everything|all (the )?text) above (this|the) (line|message))\b"],
             None,
@@ -340,6 +402,7 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "instruction_override",
+            HarmCategory::PromptInjection,
             "tries to override the assistant's instructions or rules",
             &[r"\b((ignore|disregard|forget|override|bypass)\w*\b.{0,30}\b(previous|prior|above|earlier|your|all|these|those|system)\b.{0,20}\b(instructions?|rules?|prompts?|guidelines?|polic(y|ies)|routing|safety (checks?|rules?|notices?))|forget (that )?you are|you are (now )?(dan|an? (unrestricted|unfiltered|uncensored) (ai|assistant|model))|you are now (in )?(developer|god|admin) mode|developer mode|jailbreak\w*|(safety checks?|safety rules|filters?) (are |is )?(now )?(off|disabled)|(with|have|has) no (rules|restrictions|filters)|unrestricted (ai|assistant|mode))\b"],
             None,
@@ -347,49 +410,13 @@ fn builtin() -> Vec<RuleSpec> {
         ),
         rule(
             "reply_redirect",
+            HarmCategory::PromptInjection,
             "tries to send the reply somewhere else or to inject a command",
             &[r"\b((publish|send|post|forward|redirect|route|change|copy)\w* (your |this |the )?(reply|answer|response|output)( topic)?\b.{0,40}\b(topic|to [a-z0-9_-]+/)|(into|in) your (reply|answer|response) so (that )?(the )?(plc|gateway|hmi|controller))"],
             None,
             "This assistant's instructions, settings and reply topics cannot be changed or read from a question.",
         ),
-    ];
-    rules
-        .into_iter()
-        .map(|r| {
-            let category = match r.name.as_str() {
-                "toxic_mixture" => HarmCategory::ChemicalBiologicalExplosive,
-                "weapons_or_poison" | "harm_to_people" | "illegal_weapon" => {
-                    HarmCategory::ViolenceWeapons
-                }
-                "mass_harm_agent" => HarmCategory::ChemicalBiologicalExplosive,
-                "self_harm" => HarmCategory::SelfHarm,
-                "crime" | "falsify_records" | "illegal_dumping" => HarmCategory::Illegal,
-                "malware" | "evade_security" | "steal_credentials" | "jam_signals" => {
-                    HarmCategory::CyberAttack
-                }
-                "privacy_intrusion" | "doxxing" => HarmCategory::Privacy,
-                "system_prompt_request" | "instruction_override" | "reply_redirect" => {
-                    HarmCategory::PromptInjection
-                }
-                _ => HarmCategory::PlantHazard,
-            };
-            // The everyday senses of the words these rules read.
-            let unless = match r.name.as_str() {
-                "crime" => vec![DEFENSIVE.into(), r"\bsteal\w* (the (show|spotlight|limelight|scene)|a (base|glance|look|kiss|march)|bases|(his|her|their|someone'?s|somebody'?s) heart|my thunder)\b".into()],
-                "malware" | "evade_security" | "steal_credentials" | "jam_signals"
-                | "privacy_intrusion" | "doxxing" | "falsify_records" | "mass_harm_agent" => {
-                    vec![DEFENSIVE.into()]
-                }
-                "weapons_or_poison" => vec![r"\b((bath|seed|flavou?r|glitter|calorie|cherry) bombs?|bomb (cocktails?|shots?|drinks?)|photo-?bomb\w*)\b".into()],
-                _ => vec![],
-            };
-            RuleSpec {
-                category,
-                unless,
-                ..r
-            }
-        })
-        .collect()
+    ]
 }
 
 /// Educational framings: asking why something is dangerous is not asking to do it.
