@@ -205,10 +205,12 @@ impl Encoder {
             let mut max = vec![f32::MIN; w];
             for row in rows.chunks_exact(w).take(n) {
                 for ((m, x), v) in mean.iter_mut().zip(&mut max).zip(row) {
-                    *m += v / n as f32;
+                    *m += v;
                     *x = x.max(*v);
                 }
             }
+            let inverse = 1.0 / n as f32;
+            mean.iter_mut().for_each(|m| *m *= inverse);
             features.extend_from_slice(&mean);
             features.extend_from_slice(&rows[rows.len() - w..]);
             features.extend_from_slice(&max);
