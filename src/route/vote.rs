@@ -133,7 +133,11 @@ pub fn normalise(answer: &str, question: &str) -> Key {
 /// question. "Kill the frozen task on the line's HMI computer." says nothing
 /// to "How do I kill the frozen task on the line's HMI computer".
 pub fn answers(answer: &str, question: &str) -> bool {
-    !matches!(normalise(answer, question), Key::Words(w) if w.is_empty())
+    !says_nothing(&normalise(answer, question))
+}
+
+fn says_nothing(key: &Key) -> bool {
+    matches!(key, Key::Words(w) if w.is_empty())
 }
 
 /// Whether two keys say the same thing.
@@ -213,7 +217,11 @@ impl Tally {
                 self.group_weight.push(0.0);
                 self.group_weight.len() - 1
             });
-        self.group_weight[group] += ballot.vote();
+        // A ballot that only restates the question is recorded but weighs
+        // nothing: it cannot lead the vote nor dilute the answers that say something.
+        if !says_nothing(&key) {
+            self.group_weight[group] += ballot.vote();
+        }
         self.group_of.push(group);
         self.keys.push(key);
         self.ballots.push(ballot);
@@ -304,6 +312,32 @@ mod tests {
         assert!(
             answers("C. Incandescent", q),
             "picking an option is an answer"
+        );
+    }
+
+    #[test]
+    fn a_ballot_that_restates_the_question_weighs_nothing() {
+        let q = "How do I kill the frozen task on the line's HMI computer";
+        let ballot = |model: &str, answer: &str, confidence| Ballot {
+            model: model.into(),
+            answer: answer.into(),
+            confidence,
+            weight: 1.0,
+        };
+        let mut t = Tally::default();
+        t.add(
+            ballot("a", "Kill the frozen task on the HMI computer.", 0.9),
+            q,
+        );
+        t.add(ballot("b", "End it in Task Manager.", 0.4), q);
+        assert_eq!(t.ballots.len(), 2, "the echo is still recorded");
+        assert_eq!(t.leader().map(|l| l.0), Some(t.group_of[1]));
+        assert_eq!(
+            t.outcome(0.0, 0.5),
+            Outcome::Agreed {
+                group: t.group_of[1],
+                share: 1.0
+            }
         );
     }
 
