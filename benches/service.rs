@@ -197,20 +197,42 @@ async fn main() {
         }
     }
 
-    // Resident memory with all three models loaded, against their file sizes.
-    let mut config = service_config(&broker, "bench-all");
+    // Resident memory with all three models loaded, against their file sizes:
+    // the answering path alone, then as shipped, with the learned harm check
+    // (its own context on SmolLM2), each in a fresh service.
+    let (files_mib, answering) = resident_mib(&broker, threads, false).await;
+    let (_, shipped) = resident_mib(&broker, threads, true).await;
+    println!(
+        "\nresident memory, three models loaded (context {} each; model files {files_mib:.0} MiB):",
+        model_config("smollm2", threads).context_size,
+    );
+    println!(
+        "  answering path: {answering:.0} MiB, excess {:.0} MiB (target <= 150)",
+        answering - files_mib
+    );
+    println!(
+        "  with the learned harm check, as shipped: {shipped:.0} MiB, the check {:.0} MiB more (target <= 200)",
+        shipped - answering
+    );
+}
+
+/// The model files' size and the resident memory of a service with all
+/// three models loaded, after one question, in MiB.
+async fn resident_mib(broker: &Broker, threads: u32, learned_safety: bool) -> (f64, f64) {
+    let mut config = service_config(broker, "bench-all");
     config.models = ["smollm2", "gemma3", "qwen05"]
         .iter()
         .map(|n| model_config(n, threads))
         .collect();
+    config.safety.learned.enabled = learned_safety;
     let files_mib: f64 = config
         .models
         .iter()
         .map(|m| std::fs::metadata(&m.path).unwrap().len() as f64)
         .sum::<f64>()
         / 1048576.0;
-    let service = Service::start(&broker, &config).await;
-    let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
+    let service = Service::start(broker, &config).await;
+    let mut client = TestClient::connect(broker, MqttProtocol::V5).await;
     client.subscribe("swarm/reply/#").await;
     // One question to the answering model so its buffers are touched, as in service.
     client
@@ -222,11 +244,5 @@ async fn main() {
         .await;
     client.reply(Duration::from_secs(120)).await;
     let rss = rss_kib(service.pid()) as f64 / 1024.0;
-    println!(
-        "\nresident memory, three models loaded (context {} each): {:.0} MiB; model files {:.0} MiB; excess {:.0} MiB (target <= 150)",
-        config.models[0].context_size,
-        rss,
-        files_mib,
-        rss - files_mib
-    );
+    (files_mib, rss)
 }

@@ -23,7 +23,7 @@ use crate::measure::{first_answer, Record};
 use crate::plot::Plot;
 use crate::route::learned::{LearnedRouter, FEATURES};
 use crate::route::signals::auroc;
-use crate::route::softmax::FitOptions;
+use crate::route::softmax::{FitOptions, Softmax};
 
 /// One point of a router's curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -125,6 +125,9 @@ pub struct Learned {
     pub cloud_accuracy: f64,
     /// Share of the questions the cloud turns from wrong to right.
     pub cloud_helps: f64,
+    /// Share whose first answer restates the question: sent to the cloud
+    /// before the router is asked.
+    pub restating: f64,
     /// AUROC for "the cloud helps" of the held-out learned score and of the
     /// first answer's doubt (1 - the policy's confidence signal).
     pub auroc_learned: Option<f64>,
@@ -134,8 +137,20 @@ pub struct Learned {
     pub target_cloud_share: f64,
     /// The fitted router's thresholds applied to held-out folds at the target.
     pub held_out: Point,
+    /// The same, for the free-form and the multiple-choice questions apart.
+    pub held_out_by_form: Vec<FormFigures>,
     /// Fitted on every question, thresholds for the target share.
     pub router: LearnedRouter,
+}
+
+/// The figures of one form of question (free-form or multiple choice).
+#[derive(Debug, Clone, Serialize)]
+pub struct FormFigures {
+    pub form: String,
+    pub questions: usize,
+    pub first_accuracy: f64,
+    pub cloud_accuracy: f64,
+    pub held_out: Point,
 }
 
 /// Each model's letter prior: its mean letter distribution over the
@@ -193,11 +208,20 @@ pub fn with_letter_priors(
     Ok(toml::to_string(&doc).expect("a table serialises"))
 }
 
-/// The score at or above which `share` of `scores` lie (as near as ties allow).
-fn cut_for_share(scores: &[f32], share: f64) -> f32 {
-    let mut sorted = scores.to_vec();
+/// The score from which the router sends questions to the cloud so that,
+/// with the `forced` ones that go there whatever their score (answers that
+/// restate the question), `share` of all of them do (as near as ties allow).
+fn cut_for_share(scores: &[f32], forced: &[bool], share: f64) -> f32 {
+    let mut sorted: Vec<f32> = scores
+        .iter()
+        .zip(forced)
+        .filter(|(_, &f)| !f)
+        .map(|(&s, _)| s)
+        .collect();
     sorted.sort_by(|a, b| b.total_cmp(a));
-    let m = ((share * sorted.len() as f64).round() as usize).min(sorted.len());
+    let wanted = (share * scores.len() as f64).round() as usize;
+    let already = scores.len() - sorted.len();
+    let m = wanted.saturating_sub(already).min(sorted.len());
     match m {
         0 => 1.0,
         m if m == sorted.len() => 0.0,
@@ -226,38 +250,60 @@ pub fn learn(
         .map(|r| r.cloud.as_ref().is_some_and(|c| c.correct))
         .collect();
     let helps: Vec<bool> = (0..n).map(|i| cloud_right[i] && !local_right[i]).collect();
+    // The policy sends these to the cloud before the router is asked, so the
+    // router neither learns from them nor counts them in its share, and
+    // every router's curve sends them first.
+    let forced: Vec<bool> = questions
+        .iter()
+        .map(|r| !r.first_answers_question())
+        .collect();
+    let forced_first = |score: f32, i: usize| if forced[i] { f32::INFINITY } else { score };
 
     let mut held_out_score = vec![0f32; n];
-    let mut held_out_right = 0usize;
-    let mut held_out_cloud = 0usize;
+    let mut sent = vec![false; n];
     for test in folds(&questions, k) {
         let train: Vec<usize> = (0..n).filter(|i| !test.contains(i)).collect();
-        let fit = |idx: &[usize]| {
-            LearnedRouter::fit(
-                &idx.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
-                &idx.iter().map(|&i| helps[i]).collect::<Vec<_>>(),
-                opts,
-            )
-        };
-        let model = fit(&train).map_err(|e| CalibrateError::Fit(e.to_string()))?;
-        let train_scores: Vec<f32> = train.iter().map(|&i| model.predict(&x[i])[1]).collect();
-        let cut = cut_for_share(&train_scores, target_cloud_share);
+        let (model, cut) = fit_router(&train, &x, &helps, &forced, target_cloud_share, opts)?;
         for &i in &test {
-            let s = model.predict(&x[i])[1];
-            held_out_score[i] = s;
-            let cloud = s >= cut;
-            held_out_cloud += cloud as usize;
-            held_out_right += if cloud {
+            held_out_score[i] = forced_first(model.predict(&x[i])[1], i);
+            sent[i] = held_out_score[i] >= cut;
+        }
+    }
+    let share_of = |members: &[usize], f: &dyn Fn(usize) -> bool| {
+        members.iter().filter(|&&i| f(i)).count() as f64 / members.len() as f64
+    };
+    let held_out_among = |members: &[usize]| Point {
+        cloud_share: share_of(members, &|i| sent[i]),
+        accuracy: share_of(members, &|i| {
+            if sent[i] {
                 cloud_right[i]
             } else {
                 local_right[i]
-            } as usize;
-        }
-    }
-    let model =
-        LearnedRouter::fit(&x, &helps, opts).map_err(|e| CalibrateError::Fit(e.to_string()))?;
-    let all_scores: Vec<f32> = x.iter().map(|f| model.predict(f)[1]).collect();
-    let cut = cut_for_share(&all_scores, target_cloud_share);
+            }
+        }),
+    };
+    let offers = |i: usize| {
+        x[i][FEATURES
+            .iter()
+            .position(|&f| f == "offers_options")
+            .unwrap()]
+            > 0.5
+    };
+    let by_form = [("free-form", false), ("multiple choice", true)]
+        .into_iter()
+        .filter_map(|(form, choice)| {
+            let members: Vec<usize> = (0..n).filter(|&i| offers(i) == choice).collect();
+            (!members.is_empty()).then(|| FormFigures {
+                form: form.to_string(),
+                questions: members.len(),
+                first_accuracy: share_of(&members, &|i| local_right[i]),
+                cloud_accuracy: share_of(&members, &|i| cloud_right[i]),
+                held_out: held_out_among(&members),
+            })
+        })
+        .collect();
+    let all: Vec<usize> = (0..n).collect();
+    let (model, cut) = fit_router(&all, &x, &helps, &forced, target_cloud_share, opts)?;
     let router = LearnedRouter {
         features: FEATURES.iter().map(|f| f.to_string()).collect(),
         cloud_at: cut,
@@ -270,7 +316,8 @@ pub fn learn(
     let signal = config.policy.signal;
     let doubt: Vec<f32> = questions
         .iter()
-        .map(|r| 1.0 - signal.confidence(&r.answers[0].uncertainty))
+        .enumerate()
+        .map(|(i, r)| forced_first(1.0 - signal.confidence(&r.answers[0].uncertainty), i))
         .collect();
     let oracle: Vec<f32> = helps.iter().map(|&h| h as u8 as f32).collect();
     let random = vec![
@@ -313,16 +360,78 @@ pub fn learn(
         first_accuracy: first,
         cloud_accuracy: cloud,
         cloud_helps: rate(&helps),
+        restating: rate(&forced),
         auroc_learned: auroc(&samples(&held_out_score)),
         auroc_threshold: auroc(&samples(&doubt)),
         routers,
         target_cloud_share,
-        held_out: Point {
-            cloud_share: held_out_cloud as f64 / n as f64,
-            accuracy: held_out_right as f64 / n as f64,
-        },
+        held_out: held_out_among(&(0..n).collect::<Vec<_>>()),
+        held_out_by_form: by_form,
         router,
     })
+}
+
+/// The router fitted on the questions `idx` that reach it (not `forced`),
+/// and the score from which it sends `share` of `idx` to the cloud.
+///
+/// With both free-form and multiple-choice questions among them, each form
+/// gets the share on its own: the choice questions' scores are shifted (on
+/// the logit scale, through the `offers_options` input) until the cut that
+/// sends `share` of them equals the free-form one. A single cut would give
+/// each form whatever share the mix of the fitting data implies (on 257
+/// MMLU and 45 dev questions, 26% and 53%), while a site's traffic is
+/// mostly of one form and its cloud budget must hold for it.
+fn fit_router(
+    idx: &[usize],
+    x: &[Vec<f32>],
+    helps: &[bool],
+    forced: &[bool],
+    share: f64,
+    opts: FitOptions,
+) -> Result<(Softmax, f32), CalibrateError> {
+    let reach: Vec<usize> = idx.iter().copied().filter(|&i| !forced[i]).collect();
+    let mut model = LearnedRouter::fit(
+        &reach.iter().map(|&i| x[i].clone()).collect::<Vec<_>>(),
+        &reach.iter().map(|&i| helps[i]).collect::<Vec<_>>(),
+        opts,
+    )
+    .map_err(|e| CalibrateError::Fit(e.to_string()))?;
+    let offers = FEATURES
+        .iter()
+        .position(|&f| f == "offers_options")
+        .expect("a feature of the router");
+    let cut_of = |model: &Softmax, choice: bool| {
+        let form: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| (x[i][offers] > 0.5) == choice)
+            .collect();
+        let scores: Vec<f32> = form.iter().map(|&i| model.predict(&x[i])[1]).collect();
+        let form_forced: Vec<bool> = form.iter().map(|&i| forced[i]).collect();
+        (!form.is_empty()).then(|| cut_for_share(&scores, &form_forced, share))
+    };
+    let logit = |p: f32| (p / (1.0 - p)).ln();
+    match (cut_of(&model, false), cut_of(&model, true)) {
+        (Some(free), Some(choice))
+            if [free, choice].iter().all(|c| *c > 0.0 && *c < 1.0)
+                && model.scale[offers] != 0.0 =>
+        {
+            // p = sigmoid(z_cloud - z_keep); adding d to z_cloud where the
+            // input is 1 and nothing where it is 0 moves those logits by d.
+            let d = logit(free) - logit(choice);
+            let (mean, scale) = (model.mean[offers], model.scale[offers]);
+            model.weights[1][offers] += d / scale;
+            model.bias[1] += d * mean;
+            Ok((model, free))
+        }
+        (Some(cut), None) | (None, Some(cut)) => Ok((model, cut)),
+        // A form whose cut sends none or all of it: no shift can match it.
+        _ => {
+            let scores: Vec<f32> = idx.iter().map(|&i| model.predict(&x[i])[1]).collect();
+            let f: Vec<bool> = idx.iter().map(|&i| forced[i]).collect();
+            Ok((model, cut_for_share(&scores, &f, share)))
+        }
+    }
 }
 
 /// Accuracy against cloud share for every router, as an SVG plot.
@@ -462,11 +571,76 @@ mod tests {
     }
 
     #[test]
+    fn each_form_of_question_gets_the_target_share() {
+        // 60 free-form and 20 multiple-choice questions; the choice ones look
+        // far more doubtful, so one cut over all would send mostly them.
+        let n = 80;
+        let mut x = Vec::new();
+        let mut helps = Vec::new();
+        for i in 0..n {
+            let choice = i >= 60;
+            let doubt = (i % 20) as f32 / 20.0 + if choice { 0.5 } else { 0.0 };
+            let mut row = vec![0.0; FEATURES.len()];
+            row[0] = 1.0 - doubt / 1.5; // min_prob
+            row[6] = choice as u8 as f32; // offers_options
+            x.push(row);
+            helps.push((i * 7) % 10 < 3 || doubt > 1.0);
+        }
+        let forced = vec![false; n];
+        let all: Vec<usize> = (0..n).collect();
+        let (model, cut) = fit_router(
+            &all,
+            &x,
+            &helps,
+            &forced,
+            0.25,
+            FitOptions {
+                l2: 0.01,
+                steps: 500,
+            },
+        )
+        .unwrap();
+        let sent = |range: std::ops::Range<usize>| {
+            range.filter(|&i| model.predict(&x[i])[1] >= cut).count()
+        };
+        assert_eq!(sent(0..60), 15);
+        assert_eq!(sent(60..80), 5);
+        // One form only: the plain cut.
+        let free: Vec<usize> = (0..60).collect();
+        let (model, cut) = fit_router(
+            &free,
+            &x,
+            &helps,
+            &forced,
+            0.25,
+            FitOptions {
+                l2: 0.01,
+                steps: 500,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (0..60).filter(|&i| model.predict(&x[i])[1] >= cut).count(),
+            15
+        );
+    }
+
+    #[test]
     fn the_cut_sends_the_target_share() {
         let s = [0.9, 0.1, 0.5, 0.7];
-        let cut = cut_for_share(&s, 0.5);
+        let none = [false; 4];
+        let cut = cut_for_share(&s, &none, 0.5);
         assert_eq!(s.iter().filter(|&&v| v >= cut).count(), 2);
-        assert_eq!(cut_for_share(&s, 0.0), 1.0);
-        assert_eq!(cut_for_share(&s, 1.0), 0.0);
+        assert_eq!(cut_for_share(&s, &none, 0.0), 1.0);
+        assert_eq!(cut_for_share(&s, &none, 1.0), 0.0);
+        // A question the policy sends anyway (here the one scored 0.9) takes
+        // one of the two places: the router sends only its best other one.
+        let forced = [true, false, false, false];
+        let cut = cut_for_share(&s, &forced, 0.5);
+        let sent = |v: &f32, f: &bool| *f || *v >= cut;
+        assert_eq!(s.iter().zip(&forced).filter(|(v, f)| sent(v, f)).count(), 2);
+        assert!(cut > 0.5 && cut <= 0.7);
+        // More forced than the share: the router sends none.
+        assert_eq!(cut_for_share(&s, &[true, true, true, false], 0.5), 1.0);
     }
 }

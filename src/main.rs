@@ -801,12 +801,13 @@ async fn learn_command(
     let l = learn::learn(&records, config, target_cloud_share, folds, opts)?;
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0}%", 100.0 * v));
     println!(
-        "{} easy and hard questions; first model {} {:.1}%, cloud alone {:.1}%; the cloud turns {:.1}% from wrong to right",
+        "{} easy and hard questions; first model {} {:.1}%, cloud alone {:.1}%; the cloud turns {:.1}% from wrong to right; {:.1}% of first answers restate the question (to the cloud whatever the router says)",
         l.questions,
         l.first_model,
         100.0 * l.first_accuracy,
         100.0 * l.cloud_accuracy,
-        100.0 * l.cloud_helps
+        100.0 * l.cloud_helps,
+        100.0 * l.restating
     );
     println!(
         "AUROC for \"the cloud helps\" ({}-fold held-out): learned {}, first answer's doubt {}",
@@ -830,6 +831,19 @@ async fn learn_command(
         100.0 * l.held_out.accuracy,
         100.0 * l.held_out.cloud_share
     );
+    for f in &l.held_out_by_form {
+        let pgr = learn::gap_recovered(f.held_out.accuracy, f.first_accuracy, f.cloud_accuracy);
+        println!(
+            "  {} ({} questions): first model {:.1}%, cloud {:.1}%; held-out {:.1}% with {:.1}% sent to the cloud, gap recovered {}",
+            f.form,
+            f.questions,
+            100.0 * f.first_accuracy,
+            100.0 * f.cloud_accuracy,
+            100.0 * f.held_out.accuracy,
+            100.0 * f.held_out.cloud_share,
+            pgr.map_or("-".into(), |g| format!("{g:.2}"))
+        );
+    }
     let policy = swarm_llm::route::policy::Policy {
         learned: Some(l.router.clone()),
         ..config.policy.clone()

@@ -66,6 +66,14 @@ pub struct Record {
     pub cloud_bytes: u64,
 }
 
+impl Record {
+    /// Whether the first model's answer says anything of its own; one that
+    /// only restates the question never stays local (policy, step 2).
+    pub fn first_answers_question(&self) -> bool {
+        vote::answers(&self.answers[0].text, &self.prompt)
+    }
+}
+
 /// Runs the workload through every model and the cloud. `progress` is called
 /// after each question with (done, total).
 pub async fn collect(
@@ -354,7 +362,7 @@ pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available
         confidence: view.first_confidence,
         difficulty: r.difficulty,
         cloud_gain: policy.learned.as_ref().map(|l| l.score(&first_answer(r))),
-        answered: vote::answers(&r.answers[0].text, &r.prompt),
+        answered: r.first_answers_question(),
         can_vote: r.answers.len() > 1,
         swarm_agrees: view.agrees,
     };
