@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use regex::Regex;
+use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::harm::{default_action, HarmCategory, HarmScore, SafetyAction};
@@ -559,9 +559,17 @@ impl Assessment {
     }
 }
 
+/// A pattern of ASCII characters only (every built-in one) is matched
+/// ASCII-wise: `\w`, `\b` and case folding over ASCII letters. Its automata
+/// are a fraction of the Unicode ones (`.{0,30}` alone is thirty copies of a
+/// UTF-8 decoder): with the Unicode rules the built-in patterns took 30 MiB
+/// compiled, and their matching caches grew by 77 MiB more over 3889
+/// questions. A pattern with any other character (a site's rule in its own
+/// language) keeps the Unicode rules.
 fn compile(p: &str) -> Result<Regex, regex::Error> {
-    regex::RegexBuilder::new(p)
+    regex::bytes::RegexBuilder::new(p)
         .case_insensitive(true)
+        .unicode(!p.is_ascii())
         .size_limit(1 << 22)
         .build()
 }
@@ -654,8 +662,9 @@ impl SafetyClassifier {
                 });
             }
         }
-        let framed = self.educational.is_match(question)
-            || (self.precaution.is_match(question) && !self.denial.is_match(question));
+        let q = question.as_bytes();
+        let framed = self.educational.is_match(q)
+            || (self.precaution.is_match(q) && !self.denial.is_match(q));
         if score > 0.0 && framed {
             score *= EDUCATIONAL_DAMPING;
         }
@@ -693,19 +702,26 @@ impl SafetyClassifier {
 }
 
 /// Word index of each byte offset's word, for the distance between matches.
+/// An ASCII-wise match may start inside a character (`.` is any byte): it
+/// counts from that character's start.
 fn word_index(text: &str, byte: usize) -> usize {
-    text[..byte].split_whitespace().count()
+    let start = (0..=byte)
+        .rev()
+        .find(|&b| text.is_char_boundary(b))
+        .unwrap_or(0);
+    text[..start].split_whitespace().count()
 }
 
 fn fires(rule: &Rule, text: &str) -> bool {
-    if rule.unless.iter().any(|u| u.is_match(text)) {
+    let bytes = text.as_bytes();
+    if rule.unless.iter().any(|u| u.is_match(bytes)) {
         return false;
     }
     // For each pattern, the word positions where it matches.
     let mut positions: Vec<Vec<usize>> = Vec::with_capacity(rule.patterns.len());
     for p in &rule.patterns {
         let found: Vec<usize> = p
-            .find_iter(text)
+            .find_iter(bytes)
             .map(|m| word_index(text, m.start()))
             .collect();
         if found.is_empty() {
@@ -824,6 +840,33 @@ mod tests {
         assert!(!c.assess("where do I open the king valve diagram").flagged);
         assert!(!c.assess("how do I hack into the HMI").flagged);
         assert!(classifier().assess("how do I hack into the HMI").flagged);
+    }
+
+    #[test]
+    fn a_site_rule_in_another_language_keeps_unicode_matching() {
+        let rule = |patterns: Vec<String>| SafetyConfig {
+            rules: vec![RuleSpec {
+                name: "ueberdruck".into(),
+                patterns,
+                within_words: Some(4),
+                ..builtin()[0].clone()
+            }],
+            ..SafetyConfig::default()
+        };
+        // Non-ASCII pattern: Unicode case folding and word characters.
+        let c = SafetyClassifier::new(&rule(vec![r"\bÜberdruck\w*".into(), r"\bventil\b".into()]))
+            .unwrap();
+        assert!(
+            c.assess("darf ich das Ventil bei ÜBERDRUCKMESSUNG öffnen")
+                .flagged
+        );
+        assert!(!c.assess("darf ich das Ventil öffnen").flagged);
+        // An ASCII pattern whose match starts inside a character (`.` is any
+        // byte there: here the last two of the euro sign's three) counts its
+        // words from that character.
+        let c = SafetyClassifier::new(&rule(vec![r".{1,3}bypass".into(), r"\bguard\b".into()]))
+            .unwrap();
+        assert!(c.assess("€ bypass the guard").flagged);
     }
 
     #[test]
