@@ -57,6 +57,19 @@ fn model_config(name: &str, threads: u32) -> ModelConfig {
     }
 }
 
+/// One question to the bench's model: the reply and its round trip in ms.
+async fn ask(client: &mut TestClient, payload: &[u8]) -> (serde_json::Value, f64) {
+    let props = PublishProps {
+        response_topic: Some("bench/replies".into()),
+        correlation_data: None,
+    };
+    let sent = Instant::now();
+    client.publish("swarm/query/bench", payload, props).await;
+    let r = client.reply(Duration::from_secs(300)).await;
+    assert!(r["error"].is_null(), "{r}");
+    (r, sent.elapsed().as_secs_f64() * 1000.0)
+}
+
 /// llama-bench's mean tokens/s for prompt processing of `prompt` tokens and
 /// generation of `gen` tokens, with the model's threads, KV cache type and mmap setting.
 fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32) -> (f64, f64) {
@@ -135,50 +148,55 @@ async fn main() {
         let service = Service::start(&broker, &config).await;
         let mut client = TestClient::connect(&broker, MqttProtocol::V5).await;
         client.subscribe("bench/replies").await;
-        let props = || PublishProps {
-            response_topic: Some("bench/replies".into()),
-            correlation_data: None,
-        };
         let payload =
             serde_json::to_vec(&serde_json::json!({ "question": QUESTION, "max_tokens": gen }))
                 .unwrap();
 
-        let (mut ttft, mut decode, mut overhead, mut prompt_tokens, mut short) =
-            (vec![], vec![], vec![], 0, 0);
-        for i in 0..=runs {
-            let sent = Instant::now();
-            client.publish("swarm/query/bench", &payload, props()).await;
-            let r = client.reply(Duration::from_secs(300)).await;
-            let rtt_ms = sent.elapsed().as_secs_f64() * 1000.0;
-            assert!(r["error"].is_null(), "{r}");
-            if i == 0 {
-                continue; // warm-up: first touch of the weights
+        // The service and llama-bench take turns, a round each time (two
+        // answers, then one llama-bench repetition), so that the machine's
+        // drift over the minutes of a run falls on both sides of the ratio
+        // alike; the ratio reported is the median of the rounds' ratios.
+        // Warm-up: first touch of the weights, and the prompt's length.
+        let (r, _) = ask(&mut client, &payload).await;
+        let prompt_tokens = r["prompt_tokens"].as_u64().unwrap() as u32;
+        let per_round = 2;
+        let rounds = runs.div_ceil(per_round).max(1);
+        let (mut ttft, mut decode, mut overhead, mut short) = (vec![], vec![], vec![], 0);
+        let (mut ref_pp, mut ref_tg, mut ratios) = (vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            let mut round = vec![];
+            for _ in 0..per_round {
+                let (r, rtt_ms) = ask(&mut client, &payload).await;
+                let t = &r["timing"];
+                let (prompt_ms, decode_ms) = (
+                    t["prompt_ms"].as_f64().unwrap(),
+                    t["decode_ms"].as_f64().unwrap(),
+                );
+                let tokens = r["tokens"].as_f64().unwrap();
+                if tokens < gen as f64 {
+                    short += 1;
+                }
+                ttft.push(prompt_ms);
+                round.push((tokens - 1.0) / (decode_ms / 1000.0));
+                overhead.push(rtt_ms - prompt_ms - decode_ms);
             }
-            let t = &r["timing"];
-            let (prompt_ms, decode_ms) = (
-                t["prompt_ms"].as_f64().unwrap(),
-                t["decode_ms"].as_f64().unwrap(),
-            );
-            let tokens = r["tokens"].as_f64().unwrap();
-            if tokens < gen as f64 {
-                short += 1;
-            }
-            prompt_tokens = r["prompt_tokens"].as_u64().unwrap() as u32;
-            ttft.push(prompt_ms);
-            decode.push((tokens - 1.0) / (decode_ms / 1000.0));
-            overhead.push(rtt_ms - prompt_ms - decode_ms);
+            let (pp_ts, tg_ts) =
+                llama_bench(&llama_bench_bin, &config.models[0], prompt_tokens, gen, 1);
+            ratios.push(round.iter().sum::<f64>() / round.len() as f64 / tg_ts);
+            decode.extend(round);
+            ref_pp.push(pp_ts);
+            ref_tg.push(tg_ts);
         }
         drop(service);
 
-        let (pp_ts, tg_ts) = llama_bench(
-            &llama_bench_bin,
-            &config.models[0],
-            prompt_tokens,
-            gen,
-            runs.min(5),
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let ref_ttft = prompt_tokens as f64 / mean(&ref_pp) * 1000.0;
+        let (ttft, decode, overhead, ratio) = (
+            stats(ttft),
+            stats(decode),
+            stats(overhead),
+            stats(ratios.clone()),
         );
-        let ref_ttft = prompt_tokens as f64 / pp_ts * 1000.0;
-        let (ttft, decode, overhead) = (stats(ttft), stats(decode), stats(overhead));
         println!(
             "{:<8} {:>6} | {:>9.1} {:>9.1} {:>6.2} | {:>10.1} {:>9.1} {:>6.2} | {:>6.2}/{:<6.2}",
             name,
@@ -187,13 +205,20 @@ async fn main() {
             ref_ttft,
             ref_ttft / ttft.p50,
             decode.mean,
-            tg_ts,
-            decode.mean / tg_ts,
+            mean(&ref_tg),
+            ratio.p50,
             overhead.p50,
             overhead.p95
         );
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        println!(
+            "         decode ratio over {rounds} rounds: median {:.2}, {lo:.2} to {hi:.2}",
+            ratio.p50
+        );
         if short > 0 {
-            println!("         ({short} of {runs} answers ended before {gen} tokens; decode t/s counts the tokens made)");
+            println!("         ({short} of {} answers ended before {gen} tokens; decode t/s counts the tokens made)", rounds * per_round);
         }
     }
 
