@@ -259,6 +259,7 @@ pub fn learn(
         .collect();
     let forced_first = |score: f32, i: usize| if forced[i] { f32::INFINITY } else { score };
 
+    let all: Vec<usize> = (0..n).collect();
     let mut held_out_score = vec![0f32; n];
     let mut sent = vec![false; n];
     for test in folds(&questions, k) {
@@ -282,17 +283,12 @@ pub fn learn(
             }
         }),
     };
-    let offers = |i: usize| {
-        x[i][FEATURES
-            .iter()
-            .position(|&f| f == "offers_options")
-            .unwrap()]
-            > 0.5
-    };
     let by_form = [("free-form", false), ("multiple choice", true)]
         .into_iter()
         .filter_map(|(form, choice)| {
-            let members: Vec<usize> = (0..n).filter(|&i| offers(i) == choice).collect();
+            let members: Vec<usize> = (0..n)
+                .filter(|&i| offers_options(&x[i]) == choice)
+                .collect();
             (!members.is_empty()).then(|| FormFigures {
                 form: form.to_string(),
                 questions: members.len(),
@@ -302,7 +298,6 @@ pub fn learn(
             })
         })
         .collect();
-    let all: Vec<usize> = (0..n).collect();
     let (model, cut) = fit_router(&all, &x, &helps, &forced, target_cloud_share, opts)?;
     let router = LearnedRouter {
         features: FEATURES.iter().map(|f| f.to_string()).collect(),
@@ -365,7 +360,7 @@ pub fn learn(
         auroc_threshold: auroc(&samples(&doubt)),
         routers,
         target_cloud_share,
-        held_out: held_out_among(&(0..n).collect::<Vec<_>>()),
+        held_out: held_out_among(&all),
         held_out_by_form: by_form,
         router,
     })
@@ -396,22 +391,23 @@ fn fit_router(
         opts,
     )
     .map_err(|e| CalibrateError::Fit(e.to_string()))?;
-    let offers = FEATURES
-        .iter()
-        .position(|&f| f == "offers_options")
-        .expect("a feature of the router");
-    let cut_of = |model: &Softmax, choice: bool| {
+    let offers = offers_options_index();
+    let cut_among = |members: &[usize]| {
+        let scores: Vec<f32> = members.iter().map(|&i| model.predict(&x[i])[1]).collect();
+        let f: Vec<bool> = members.iter().map(|&i| forced[i]).collect();
+        cut_for_share(&scores, &f, share)
+    };
+    let cut_of_form = |choice: bool| {
         let form: Vec<usize> = idx
             .iter()
             .copied()
-            .filter(|&i| (x[i][offers] > 0.5) == choice)
+            .filter(|&i| offers_options(&x[i]) == choice)
             .collect();
-        let scores: Vec<f32> = form.iter().map(|&i| model.predict(&x[i])[1]).collect();
-        let form_forced: Vec<bool> = form.iter().map(|&i| forced[i]).collect();
-        (!form.is_empty()).then(|| cut_for_share(&scores, &form_forced, share))
+        (!form.is_empty()).then(|| cut_among(&form))
     };
+    let cuts = (cut_of_form(false), cut_of_form(true));
     let logit = |p: f32| (p / (1.0 - p)).ln();
-    match (cut_of(&model, false), cut_of(&model, true)) {
+    match cuts {
         (Some(free), Some(choice))
             if [free, choice].iter().all(|c| *c > 0.0 && *c < 1.0)
                 && model.scale[offers] != 0.0 =>
@@ -427,11 +423,23 @@ fn fit_router(
         (Some(cut), None) | (None, Some(cut)) => Ok((model, cut)),
         // A form whose cut sends none or all of it: no shift can match it.
         _ => {
-            let scores: Vec<f32> = idx.iter().map(|&i| model.predict(&x[i])[1]).collect();
-            let f: Vec<bool> = idx.iter().map(|&i| forced[i]).collect();
-            Ok((model, cut_for_share(&scores, &f, share)))
+            let cut = cut_among(idx);
+            Ok((model, cut))
         }
     }
+}
+
+/// Where the router's `offers_options` input sits in a row of features.
+fn offers_options_index() -> usize {
+    FEATURES
+        .iter()
+        .position(|&f| f == "offers_options")
+        .expect("a feature of the router")
+}
+
+/// Whether a row of features is a question that offers options.
+fn offers_options(row: &[f32]) -> bool {
+    row[offers_options_index()] > 0.5
 }
 
 /// Accuracy against cloud share for every router, as an SVG plot.
@@ -582,47 +590,26 @@ mod tests {
             let doubt = (i % 20) as f32 / 20.0 + if choice { 0.5 } else { 0.0 };
             let mut row = vec![0.0; FEATURES.len()];
             row[0] = 1.0 - doubt / 1.5; // min_prob
-            row[6] = choice as u8 as f32; // offers_options
+            row[offers_options_index()] = choice as u8 as f32;
             x.push(row);
             helps.push((i * 7) % 10 < 3 || doubt > 1.0);
         }
         let forced = vec![false; n];
-        let all: Vec<usize> = (0..n).collect();
-        let (model, cut) = fit_router(
-            &all,
-            &x,
-            &helps,
-            &forced,
-            0.25,
-            FitOptions {
-                l2: 0.01,
-                steps: 500,
-            },
-        )
-        .unwrap();
-        let sent = |range: std::ops::Range<usize>| {
-            range.filter(|&i| model.predict(&x[i])[1] >= cut).count()
+        let opts = FitOptions {
+            l2: 0.01,
+            steps: 500,
         };
-        assert_eq!(sent(0..60), 15);
-        assert_eq!(sent(60..80), 5);
+        // How many of `among` the router fitted on `idx` sends to the cloud.
+        let sent = |idx: &[usize], among: std::ops::Range<usize>| {
+            let (model, cut) = fit_router(idx, &x, &helps, &forced, 0.25, opts).unwrap();
+            among.filter(|&i| model.predict(&x[i])[1] >= cut).count()
+        };
+        let all: Vec<usize> = (0..n).collect();
+        assert_eq!(sent(&all, 0..60), 15);
+        assert_eq!(sent(&all, 60..80), 5);
         // One form only: the plain cut.
         let free: Vec<usize> = (0..60).collect();
-        let (model, cut) = fit_router(
-            &free,
-            &x,
-            &helps,
-            &forced,
-            0.25,
-            FitOptions {
-                l2: 0.01,
-                steps: 500,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            (0..60).filter(|&i| model.predict(&x[i])[1] >= cut).count(),
-            15
-        );
+        assert_eq!(sent(&free, 0..60), 15);
     }
 
     #[test]
