@@ -29,6 +29,8 @@ struct Stats {
     mean: f64,
     p50: f64,
     p95: f64,
+    min: f64,
+    max: f64,
 }
 
 fn stats(mut xs: Vec<f64>) -> Stats {
@@ -38,6 +40,8 @@ fn stats(mut xs: Vec<f64>) -> Stats {
         mean: xs.iter().sum::<f64>() / xs.len() as f64,
         p50: q(0.5),
         p95: q(0.95),
+        min: xs[0],
+        max: xs[xs.len() - 1],
     }
 }
 
@@ -189,13 +193,13 @@ async fn main() {
         }
         drop(service);
 
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let ref_ttft = prompt_tokens as f64 / mean(&ref_pp) * 1000.0;
-        let (ttft, decode, overhead, ratio) = (
+        let ref_ttft = prompt_tokens as f64 / stats(ref_pp).mean * 1000.0;
+        let (ttft, decode, overhead, ratio, ref_tg) = (
             stats(ttft),
             stats(decode),
             stats(overhead),
-            stats(ratios.clone()),
+            stats(ratios),
+            stats(ref_tg),
         );
         println!(
             "{:<8} {:>6} | {:>9.1} {:>9.1} {:>6.2} | {:>10.1} {:>9.1} {:>6.2} | {:>6.2}/{:<6.2}",
@@ -205,17 +209,14 @@ async fn main() {
             ref_ttft,
             ref_ttft / ttft.p50,
             decode.mean,
-            mean(&ref_tg),
+            ref_tg.mean,
             ratio.p50,
             overhead.p50,
             overhead.p95
         );
-        let (lo, hi) = ratios
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
         println!(
-            "         decode ratio over {rounds} rounds: median {:.2}, {lo:.2} to {hi:.2}",
-            ratio.p50
+            "         decode ratio over {rounds} rounds: median {:.2}, {:.2} to {:.2}",
+            ratio.p50, ratio.min, ratio.max
         );
         if short > 0 {
             println!("         ({short} of {} answers ended before {gen} tokens; decode t/s counts the tokens made)", rounds * per_round);
