@@ -39,18 +39,10 @@
 //! - [`topic`]: MQTT topic rules (pure).
 //! - [`ratelimit`]: a token bucket per asker (pure).
 //! - [`text`]: reading numbers, units and words in answers (pure).
-//! - [`workload`]: labelled question sets and the scorer.
-//! - [`measure`]: runs a workload through the models and replays the policy
-//!   on the answers (signal AUROC, route shares, accuracy).
-//! - [`eval`]: the paper's comparison (edge-only, swarm, swarm+cloud,
-//!   cloud-only, a random router) with Wilson intervals, as table and JSON.
-//! - [`calibrate`]: fits the policy's thresholds to a target cloud share
-//!   with cross-validation, and draws the curve.
-//! - [`learn`]: fits the learned router (`calibrate --learn`) and draws the
-//!   routers' curves with CPT and APGR.
-//! - [`safety_eval`]: trains the learned harm check's head and measures the
-//!   safety check on labelled sets (flag rates per category, threshold curve, cost).
-//! - [`plot`]: the SVG line plot those curves are drawn with.
+//! - [`measuring`]: the measuring tools, apart from the answering path:
+//!   workloads, signal AUROC, the paper's comparison (`eval`), calibration
+//!   and the learned router's fit, the safety check's training and
+//!   measurement, and the command bodies that run them.
 //! - [`config`]: typed TOML config and the validation that reports every problem.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
 //! - [`metrics`]: the Prometheus endpoint (off by default) and what feeds it.
@@ -60,29 +52,23 @@
 
 pub mod ask;
 pub mod breaker;
-pub mod calibrate;
 pub mod cloud;
 pub mod config;
-pub mod eval;
 pub mod inference;
 pub mod journal;
-pub mod learn;
 pub mod logging;
-pub mod measure;
+pub mod measuring;
 pub mod metrics;
 pub mod mqtt;
 pub mod peers;
 pub mod pipeline;
-pub mod plot;
 pub mod prompt;
 pub mod protocol;
 pub mod ratelimit;
 pub mod route;
-pub mod safety_eval;
 pub mod safety_screen;
 pub mod service;
 pub mod stages;
 pub mod systemd;
 pub mod text;
 pub mod topic;
-pub mod workload;

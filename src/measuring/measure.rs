@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 use crate::cloud::CloudClient;
 use crate::config::Config;
 use crate::inference::ModelHandle;
+use crate::measuring::workload::{Category, Item};
 use crate::route::harm::SafetyAction;
 use crate::route::learned::FirstAnswer;
 use crate::route::policy::{self, Facts, Gates, Policy, Route};
 use crate::route::signals::{auroc, prompt_difficulty, Signal, Uncertainty};
 use crate::route::vote::{self, Ballot, Outcome, Tally};
 use crate::safety_screen::{SafetyScreen, ScreenError};
-use crate::workload::{Category, Item};
 
 /// One model's answer to one question.
 #[derive(Debug, Clone, Serialize, Deserialize)]

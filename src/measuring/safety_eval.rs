@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::inference::ModelHandle;
-use crate::plot::Plot;
+use crate::measuring::plot::Plot;
 use crate::route::harm::{screening_texts, EncoderId, HarmCategory, HarmHead, NONE};
 use crate::route::softmax::{FitOptions, Softmax, SoftmaxError};
 use crate::safety_screen::SafetyScreen;

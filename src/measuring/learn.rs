@@ -17,10 +17,10 @@
 
 use serde::Serialize;
 
-use crate::calibrate::{folds, CalibrateError};
 use crate::config::Config;
-use crate::measure::{first_answer, Record};
-use crate::plot::Plot;
+use crate::measuring::calibrate::{folds, CalibrateError};
+use crate::measuring::measure::{first_answer, Record};
+use crate::measuring::plot::Plot;
 use crate::route::learned::{LearnedRouter, FEATURES};
 use crate::route::signals::auroc;
 use crate::route::softmax::{FitOptions, Softmax};
@@ -238,7 +238,7 @@ pub fn learn(
     k: usize,
     opts: FitOptions,
 ) -> Result<Learned, CalibrateError> {
-    let questions = crate::calibrate::fitting_questions(records, k)?;
+    let questions = crate::measuring::calibrate::fitting_questions(records, k)?;
     let n = questions.len();
     let x: Vec<Vec<f32>> = questions
         .iter()
@@ -554,7 +554,7 @@ mod tests {
 
     #[test]
     fn letter_priors_average_each_models_letter_distributions() {
-        use crate::measure::fixtures;
+        use crate::measuring::measure::fixtures;
         let mut records = Vec::new();
         for i in 0..20 {
             let mut a = fixtures::answer("a", "C", 0.5, false, 1.0);

@@ -17,11 +17,11 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::measure::{self, Record, SwarmView};
-use crate::plot::Plot;
+use crate::measuring::measure::{self, Record, SwarmView};
+use crate::measuring::plot::Plot;
+use crate::measuring::workload::Category;
 use crate::route::policy::{Policy, Route};
 use crate::route::signals::Signal;
-use crate::workload::Category;
 
 const SEED: u64 = 0xca11b;
 
@@ -302,7 +302,7 @@ pub fn calibrate(
     let all: Vec<usize> = (0..questions.len()).collect();
 
     let n = questions.len() as f64;
-    let best = crate::eval::best_model(records);
+    let best = crate::measuring::eval::best_model(records);
     let best_right = questions.iter().filter(|r| r.answers[best].correct).count() as f64;
     let cloud_right = questions
         .iter()
@@ -422,7 +422,7 @@ pub fn curve_svg(c: &Calibration, first_model_accuracy: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::{fixtures, ModelAnswer};
+    use crate::measuring::measure::{fixtures, ModelAnswer};
 
     fn answer(model: &str, text: &str, p: f32, correct: bool) -> ModelAnswer {
         fixtures::answer(model, text, p, correct, 10.0)

@@ -26,9 +26,9 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::measure::{self, Record, Replay};
+use crate::measuring::measure::{self, Record, Replay};
+use crate::measuring::workload::Category;
 use crate::route::policy::{self, Gates, Route};
-use crate::workload::Category;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -545,8 +545,8 @@ mod tests {
         assert_eq!(percentile(&[], 0.5), None);
     }
 
-    use crate::measure::fixtures::answer;
-    use crate::measure::ModelAnswer;
+    use crate::measuring::measure::fixtures::answer;
+    use crate::measuring::measure::ModelAnswer;
 
     fn record(id: &str, cat: Category, answers: Vec<ModelAnswer>, cloud: bool) -> Record {
         Record {
@@ -613,7 +613,7 @@ mod tests {
     }
 
     fn config() -> Config {
-        let mut c = crate::measure::fixtures::two_models();
+        let mut c = crate::measuring::measure::fixtures::two_models();
         c.policy.local_min_confidence = 0.5;
         c.policy.swarm_min_agreement = 0.6;
         c
