@@ -171,18 +171,40 @@ impl Service {
     /// A journal left at the example's system folder goes to the test's own.
     pub async fn start_command(broker: &Broker, config: &Config, command: &[&str]) -> Service {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("swarm.toml");
         let mut config = config.clone();
         if let Some(j) = config.journal.as_mut() {
             if j.dir == Config::example().journal.unwrap().dir {
                 j.dir = dir.path().join("state");
             }
         }
-        let config = &config;
-        std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
+        let text = toml::to_string(&config).unwrap();
+        Self::start_text(
+            broker,
+            dir,
+            &config.node,
+            &config.status_topic(),
+            &text,
+            command,
+        )
+        .await
+    }
+
+    /// Starts `command... run --config FILE` with the config as TOML text
+    /// written into `dir` (e.g. another build's config, which this build's
+    /// `Config` may not read), and waits for `node`'s "online" on `status_topic`.
+    pub async fn start_text(
+        broker: &Broker,
+        dir: tempfile::TempDir,
+        node: &str,
+        status_topic: &str,
+        text: &str,
+        command: &[&str],
+    ) -> Service {
+        let path = dir.path().join("swarm.toml");
+        std::fs::write(&path, text).unwrap();
         let log = std::fs::File::create(dir.path().join("service.log")).unwrap();
         let mut status = TestClient::connect(broker, MqttProtocol::V5).await;
-        status.subscribe(&config.status_topic()).await;
+        status.subscribe(status_topic).await;
         let (program, args) = command.split_first().expect("a program to run");
         let child = Command::new(program)
             .args(args)
@@ -194,7 +216,7 @@ impl Service {
             .spawn()
             .unwrap();
         let service = Service {
-            node: config.node.clone(),
+            node: node.to_string(),
             child,
             dir,
         };
