@@ -2,8 +2,14 @@
 //! thread count, time to first token and decode tokens/s measured through the
 //! real service (a question published to mosquitto, the reply read back),
 //! next to llama.cpp's own `llama-bench` on the same file, threads and prompt
-//! length, as ratios; the MQTT-in to MQTT-out time beyond inference; and the
-//! service's resident memory with all three models loaded.
+//! length, as ratios, and next to llama.cpp's decode loop run in this
+//! process through the same library build and context settings as the
+//! service (what llama-bench's tg test does: one token per `decode`, no
+//! sampling), which parts the service's own cost from the difference
+//! between llama.cpp versions (llama-bench is built from llama-cpp-python's
+//! sources, the service links llama-cpp-sys-2's); the MQTT-in to MQTT-out
+//! time beyond inference; and the service's resident memory with all three
+//! models loaded.
 //!
 //! Run it with `scripts/bench` (which fetches the models and builds
 //! llama-bench), or directly: `SWARM_LLM_LLAMA_BENCH=path/to/llama-bench
@@ -13,6 +19,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::num::NonZeroU32;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -58,6 +65,68 @@ fn model_config(name: &str, threads: u32) -> ModelConfig {
         max_tokens: 256,
         prompt_template: template,
         ..base
+    }
+}
+
+/// llama.cpp's decode loop in this process, through the library the
+/// service links and with its context settings.
+struct SameLibraryLoop<'m> {
+    ctx: llama_cpp_2::context::LlamaContext<'m>,
+    batch: llama_cpp_2::llama_batch::LlamaBatch<'static>,
+}
+
+fn backend() -> &'static llama_cpp_2::llama_backend::LlamaBackend {
+    static BACKEND: std::sync::OnceLock<llama_cpp_2::llama_backend::LlamaBackend> =
+        std::sync::OnceLock::new();
+    BACKEND.get_or_init(|| {
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+        llama_cpp_2::llama_backend::LlamaBackend::init().unwrap()
+    })
+}
+
+fn load_model(m: &ModelConfig) -> llama_cpp_2::model::LlamaModel {
+    let params = llama_cpp_2::model::params::LlamaModelParams::default().with_use_mmap(m.mmap);
+    llama_cpp_2::model::LlamaModel::load_from_file(backend(), &m.path, &params).unwrap()
+}
+
+impl<'m> SameLibraryLoop<'m> {
+    fn new(model: &'m llama_cpp_2::model::LlamaModel, m: &ModelConfig) -> Self {
+        use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+        let kv = match m.kv_cache {
+            KvCache::F16 => KvCacheType::F16,
+            KvCache::Q8_0 => KvCacheType::Q8_0,
+        };
+        let threads = m.threads as i32;
+        let ctx_params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(m.context_size))
+            .with_n_batch(m.context_size)
+            .with_n_ubatch(m.batch_tokens)
+            .with_type_k(kv)
+            .with_type_v(kv)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_n_seq_max(m.parallel)
+            .with_kv_unified(true);
+        Self {
+            ctx: model.new_context(backend(), ctx_params).unwrap(),
+            batch: llama_cpp_2::llama_batch::LlamaBatch::new(1, 1),
+        }
+    }
+
+    /// Tokens/s decoding `gen` tokens one `decode` each, as llama-bench's tg
+    /// test does (any tokens; their logits are computed and not read).
+    fn decode_tokens_per_s(&mut self, gen: u32) -> f64 {
+        use llama_cpp_2::token::LlamaToken;
+        self.ctx.clear_kv_cache();
+        let started = Instant::now();
+        for i in 0..gen as i32 {
+            self.batch.clear();
+            self.batch
+                .add(LlamaToken::new(1 + i * 37), i, &[0], true)
+                .unwrap();
+            self.ctx.decode(&mut self.batch).unwrap();
+        }
+        gen as f64 / started.elapsed().as_secs_f64()
     }
 }
 
@@ -156,17 +225,22 @@ async fn main() {
             serde_json::to_vec(&serde_json::json!({ "question": QUESTION, "max_tokens": gen }))
                 .unwrap();
 
-        // The service and llama-bench take turns, a round each time (two
-        // answers, then one llama-bench repetition), so that the machine's
-        // drift over the minutes of a run falls on both sides of the ratio
-        // alike; the ratio reported is the median of the rounds' ratios.
-        // Warm-up: first touch of the weights, and the prompt's length.
+        // The service, llama-bench and the same-library loop take turns, a
+        // round each time (two answers, then one llama-bench repetition and
+        // one loop), so that the machine's drift over the minutes of a run
+        // falls on every side of a ratio alike; a ratio reported is the
+        // median of the rounds' ratios.
+        let loop_model = load_model(&config.models[0]);
+        let mut same_library = SameLibraryLoop::new(&loop_model, &config.models[0]);
+        same_library.decode_tokens_per_s(gen); // warm-up
+                                               // Warm-up: first touch of the weights, and the prompt's length.
         let (r, _) = ask(&mut client, &payload).await;
         let prompt_tokens = r["prompt_tokens"].as_u64().unwrap() as u32;
         let per_round = 2;
         let rounds = runs.div_ceil(per_round).max(1);
         let (mut ttft, mut decode, mut overhead, mut short) = (vec![], vec![], vec![], 0);
         let (mut ref_pp, mut ref_tg, mut ratios) = (vec![], vec![], vec![]);
+        let mut same_library_ratios = vec![];
         for _ in 0..rounds {
             let mut round = vec![];
             for _ in 0..per_round {
@@ -186,12 +260,16 @@ async fn main() {
             }
             let (pp_ts, tg_ts) =
                 llama_bench(&llama_bench_bin, &config.models[0], prompt_tokens, gen, 1);
-            ratios.push(round.iter().sum::<f64>() / round.len() as f64 / tg_ts);
+            let round_mean = round.iter().sum::<f64>() / round.len() as f64;
+            ratios.push(round_mean / tg_ts);
+            same_library_ratios.push(round_mean / same_library.decode_tokens_per_s(gen));
             decode.extend(round);
             ref_pp.push(pp_ts);
             ref_tg.push(tg_ts);
         }
         drop(service);
+        drop(same_library);
+        drop(loop_model);
 
         let ref_ttft = prompt_tokens as f64 / stats(ref_pp).mean * 1000.0;
         let (ttft, decode, overhead, ratio, ref_tg) = (
@@ -217,6 +295,11 @@ async fn main() {
         println!(
             "         decode ratio over {rounds} rounds: median {:.2}, {:.2} to {:.2}",
             ratio.p50, ratio.min, ratio.max
+        );
+        let same = stats(same_library_ratios);
+        println!(
+            "         against llama.cpp's decode loop in the library the service links: median {:.2}, {:.2} to {:.2}",
+            same.p50, same.min, same.max
         );
         if short > 0 {
             println!("         ({short} of {} answers ended before {gen} tokens; decode t/s counts the tokens made)", rounds * per_round);
