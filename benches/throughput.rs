@@ -119,6 +119,7 @@ struct ServiceUnderTest {
     /// Where its questions go (inside its own request filter, so that the
     /// services of one run, on one broker, never take each other's).
     topic: String,
+    node: String,
 }
 
 impl ServiceUnderTest {
@@ -134,45 +135,51 @@ impl ServiceUnderTest {
         let mut clients = Vec::new();
         for a in 0..ASKERS[ASKERS.len() - 1] {
             let mut c = TestClient::connect(broker, MqttProtocol::V5).await;
-            c.subscribe(&format!("bench/reply/{node}/{a}")).await;
+            c.subscribe(&reply_topic(node, a)).await;
             clients.push(Arc::new(tokio::sync::Mutex::new(c)));
         }
         let s = Self {
             _service: service,
             clients,
             topic: format!("bench/{node}/q"),
+            node: node.to_string(),
         };
         s.ask(0, &questions[0]).await;
         s
     }
 
     async fn run(&self, questions: &[String], askers: usize) -> (Vec<Answered>, Duration) {
-        let (clients, topic) = (self.clients.clone(), self.topic.clone());
+        let (clients, topic, node) = (self.clients.clone(), self.topic.clone(), self.node.clone());
         ask_all(questions, askers, move |a, q| {
-            let (c, topic) = (clients[a].clone(), topic.clone());
-            async move { ask_service(&c, &topic, a, &q).await }
+            let (c, topic, reply) = (clients[a].clone(), topic.clone(), reply_topic(&node, a));
+            async move { ask_service(&c, &topic, reply, &q).await }
         })
         .await
     }
 
     async fn ask(&self, asker: usize, question: &str) -> Answered {
-        ask_service(&self.clients[asker], &self.topic, asker, question).await
+        let reply = reply_topic(&self.node, asker);
+        ask_service(&self.clients[asker], &self.topic, reply, question).await
     }
+}
+
+/// Where a service's answers to one asker come back.
+fn reply_topic(node: &str, asker: usize) -> String {
+    format!("bench/reply/{node}/{asker}")
 }
 
 async fn ask_service(
     client: &tokio::sync::Mutex<TestClient>,
     topic: &str,
-    asker: usize,
+    reply_topic: String,
     question: &str,
 ) -> Answered {
     let mut c = client.lock().await;
     let payload =
         serde_json::to_vec(&serde_json::json!({ "question": question, "max_tokens": MAX_TOKENS }))
             .unwrap();
-    let node = topic.split('/').nth(1).unwrap_or_default();
     let props = PublishProps {
-        response_topic: Some(format!("bench/reply/{node}/{asker}")),
+        response_topic: Some(reply_topic),
         correlation_data: None,
     };
     let sent = Instant::now();
