@@ -19,12 +19,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::num::NonZeroU32;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use swarm_llm::config::{Config, KvCache, ModelConfig, MqttProtocol};
+use swarm_llm::inference;
 use swarm_llm::mqtt::PublishProps;
 
 /// A question whose honest answer is long, so every run decodes the full budget.
@@ -75,40 +75,16 @@ struct SameLibraryLoop<'m> {
     batch: llama_cpp_2::llama_batch::LlamaBatch<'static>,
 }
 
-fn backend() -> &'static llama_cpp_2::llama_backend::LlamaBackend {
-    static BACKEND: std::sync::OnceLock<llama_cpp_2::llama_backend::LlamaBackend> =
-        std::sync::OnceLock::new();
-    BACKEND.get_or_init(|| {
-        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-        llama_cpp_2::llama_backend::LlamaBackend::init().unwrap()
-    })
-}
-
 fn load_model(m: &ModelConfig) -> llama_cpp_2::model::LlamaModel {
-    let params = llama_cpp_2::model::params::LlamaModelParams::default().with_use_mmap(m.mmap);
-    llama_cpp_2::model::LlamaModel::load_from_file(backend(), &m.path, &params).unwrap()
+    let params = inference::model_params(m);
+    llama_cpp_2::model::LlamaModel::load_from_file(inference::backend(), &m.path, &params).unwrap()
 }
 
 impl<'m> SameLibraryLoop<'m> {
     fn new(model: &'m llama_cpp_2::model::LlamaModel, m: &ModelConfig) -> Self {
-        use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
-        let kv = match m.kv_cache {
-            KvCache::F16 => KvCacheType::F16,
-            KvCache::Q8_0 => KvCacheType::Q8_0,
-        };
-        let threads = m.threads as i32;
-        let ctx_params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(m.context_size))
-            .with_n_batch(m.context_size)
-            .with_n_ubatch(m.batch_tokens)
-            .with_type_k(kv)
-            .with_type_v(kv)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            .with_n_seq_max(m.parallel)
-            .with_kv_unified(true);
+        let params = inference::context_params(m);
         Self {
-            ctx: model.new_context(backend(), ctx_params).unwrap(),
+            ctx: model.new_context(inference::backend(), params).unwrap(),
             batch: llama_cpp_2::llama_batch::LlamaBatch::new(1, 1),
         }
     }

@@ -311,7 +311,7 @@ impl ModelHandle {
 
 /// llama.cpp's process-wide backend, initialised once with its logging routed
 /// into `tracing`.
-fn backend() -> &'static LlamaBackend {
+pub fn backend() -> &'static LlamaBackend {
     static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
     BACKEND.get_or_init(|| {
         llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
@@ -408,6 +408,30 @@ pub async fn spawn_worker(
     })
 }
 
+/// How a model thread loads its model (also read by the decode benchmark,
+/// which runs llama.cpp's own loop with the service's settings).
+pub fn model_params(config: &ModelConfig) -> LlamaModelParams {
+    LlamaModelParams::default()
+        .with_n_gpu_layers(config.gpu_layers)
+        .with_use_mmap(config.mmap)
+}
+
+/// The context a model thread answers in (also read by the decode benchmark).
+pub fn context_params(config: &ModelConfig) -> LlamaContextParams {
+    let threads = config.threads as i32;
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(config.context_size))
+        .with_n_batch(config.context_size)
+        .with_n_ubatch(config.batch_tokens)
+        .with_type_k(kv_type(config.kv_cache))
+        .with_type_v(kv_type(config.kv_cache))
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads)
+        // One pool of cells for all sequences: a question takes what it needs.
+        .with_n_seq_max(config.parallel)
+        .with_kv_unified(true)
+}
+
 fn kv_type(kv: KvCache) -> KvCacheType {
     match kv {
         KvCache::F16 => KvCacheType::F16,
@@ -501,10 +525,7 @@ fn worker_main(
         path: config.path.clone(),
         message,
     };
-    let params = LlamaModelParams::default()
-        .with_n_gpu_layers(config.gpu_layers)
-        .with_use_mmap(config.mmap);
-    let model = match LlamaModel::load_from_file(backend(), &config.path, &params) {
+    let model = match LlamaModel::load_from_file(backend(), &config.path, &model_params(&config)) {
         Ok(m) => m,
         Err(e) => {
             let _ = ready.send(Err(load_err(format!("{e} (is it a complete GGUF file?)"))));
@@ -512,18 +533,7 @@ fn worker_main(
         }
     };
     let threads = config.threads as i32;
-    let ctx_params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(config.context_size))
-        .with_n_batch(config.context_size)
-        .with_n_ubatch(config.batch_tokens)
-        .with_type_k(kv_type(config.kv_cache))
-        .with_type_v(kv_type(config.kv_cache))
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads)
-        // One pool of cells for all sequences: a question takes what it needs.
-        .with_n_seq_max(config.parallel)
-        .with_kv_unified(true);
-    let ctx = match model.new_context(backend(), ctx_params) {
+    let ctx = match model.new_context(backend(), context_params(&config)) {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(load_err(format!("cannot create a context: {e}"))));
