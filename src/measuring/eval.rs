@@ -545,24 +545,18 @@ mod tests {
         assert_eq!(percentile(&[], 0.5), None);
     }
 
-    use crate::measuring::measure::fixtures::answer;
+    use crate::measuring::measure::fixtures::{self, answer};
     use crate::measuring::measure::ModelAnswer;
 
+    /// The shared fixture's record in category `cat`, with a cloud answer
+    /// that took 1 s and 50 tokens (the figures the tests below read).
     fn record(id: &str, cat: Category, answers: Vec<ModelAnswer>, cloud: bool) -> Record {
         Record {
-            id: id.into(),
             category: cat,
-            lookalike: false,
-            prompt: "How much current".into(),
-            safety_score: 0.0,
-            safety_flagged: false,
-            safety_action: crate::route::harm::SafetyAction::Allow,
-            safety_reasons: vec![],
-            difficulty: 0.0,
-            answers,
             cloud: Some(answer("cloud", "3 A", 1.0, cloud, 1000.0)),
             cloud_tokens: 50,
             cloud_bytes: 500,
+            ..fixtures::record(id, answers, cloud)
         }
     }
 
