@@ -452,6 +452,21 @@ const EDUCATIONAL: &str = r"^\s*(why (is it|it's|would it be) (dangerous|unsafe|
 /// How much an educational framing scales the score.
 const EDUCATIONAL_DAMPING: f32 = 0.3;
 
+/// Asking why a machine or a rule behaves as it does ("why does the press
+/// stop when the light guard is blocked") is asking for an explanation, not
+/// for a way to change it: damped like an educational framing, unless the
+/// question also makes a request ([`REQUEST`]: "..., how do I keep it running").
+const EXPLANATION: &str = r"^\s*(why|how come) (does|do|did|is|are|was|were|would|will|won'?t|doesn'?t|don'?t|didn'?t|isn'?t|aren'?t|can'?t|cannot|must|should) (the|a|an|this|that|these|those|its|our|my|it|they)\b";
+
+/// A dangerous action named only to be ruled out ("without disabling them",
+/// "must not be bypassed", "without going in"). It is masked before the
+/// rules read the question, so it does not pair with the protection it
+/// names; the rest of the question is still read, so "bypass the interlock
+/// without disabling the alarm" still fires on its first verb. Only actions
+/// whose negation is the safe side are listed: "without switching off" or
+/// "without removing the fuse" describe live work and stay.
+const NEGATED_ACTION: &str = r"\b(without|never|not|no|don'?t|doesn'?t|didn'?t|won'?t|can'?t|mustn'?t|shouldn'?t) (be |being |ever )?(disabl|by-?pass|defeat|overrid|tamper|circumvent|silenc|mut|jumper|compromis|reduc|weaken)\w*|\bwithout (enter\w*|going (in|inside|into)|climbing (in|into)|stepping (in|into)|getting (in|into))\b";
+
 /// A question about the precaution itself: how to do the safe step, or what
 /// it needs. Damped like an educational framing, unless [`DENIAL`] matches.
 const PRECAUTION: &str = r"(\bbefore (entering|going (in|into|down)|climbing (in|into|down)|touching|working on|opening|servicing|service|maintenance|removing|starting work)|\bwith (the )?(power|energy|supply|machine|drive|panel|it|everything) (isolated|locked out|off|disconnected|de-?energi[sz]ed)|\bwith (a |an )?(gas test[a-z]*|entry permit|permit|standby( person)?|attendant|rescue plan)|^\s*how (do|can|should) (i|we|you) safely|^\s*(what|which) (ppe|gas test[a-z]*|(gas )?readings?|precautions?|protective equipment)\b|^\s*who (can|may|is allowed to|is authori[sz]ed to)\b)";
@@ -535,6 +550,9 @@ struct Rule {
 pub struct SafetyClassifier {
     rules: Vec<Rule>,
     educational: Regex,
+    explanation: Regex,
+    request: Regex,
+    negated_action: Regex,
     precaution: Regex,
     denial: Regex,
     threshold: f32,
@@ -641,6 +659,9 @@ impl SafetyClassifier {
         Ok(Self {
             rules,
             educational: compile(EDUCATIONAL).expect("built-in pattern"),
+            explanation: compile(EXPLANATION).expect("built-in pattern"),
+            request: compile(REQUEST).expect("built-in pattern"),
+            negated_action: compile(NEGATED_ACTION).expect("built-in pattern"),
             precaution: compile(PRECAUTION).expect("built-in pattern"),
             denial: compile(DENIAL).expect("built-in pattern"),
             threshold: config.threshold,
@@ -678,8 +699,12 @@ impl SafetyClassifier {
         let question = readings.first().map_or("", String::as_str);
         let mut score = 0.0f32;
         let mut reasons = Vec::new();
+        let masked: Vec<String> = readings
+            .iter()
+            .map(|text| mask(&self.negated_action, text))
+            .collect();
         for rule in &self.rules {
-            if readings.iter().any(|text| fires(rule, text)) {
+            if masked.iter().any(|text| fires(rule, text)) {
                 score = score.max(rule.spec.weight);
                 reasons.push(Reason {
                     layer: Layer::Rules,
@@ -692,6 +717,7 @@ impl SafetyClassifier {
         }
         let q = question.as_bytes();
         let framed = self.educational.is_match(q)
+            || (self.explanation.is_match(q) && !self.request.is_match(q))
             || (self.precaution.is_match(q) && !self.denial.is_match(q));
         if score > 0.0 && framed {
             score *= EDUCATIONAL_DAMPING;
@@ -738,6 +764,22 @@ fn word_index(text: &str, byte: usize) -> usize {
         .find(|&b| text.is_char_boundary(b))
         .unwrap_or(0);
     text[..start].split_whitespace().count()
+}
+
+/// `text` with each match of `pattern` overwritten by x's, word for word,
+/// so the words around it keep their positions.
+fn mask(pattern: &Regex, text: &str) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for m in pattern.find_iter(text.as_bytes()) {
+        for b in &mut bytes[m.range()] {
+            if !b.is_ascii_whitespace() {
+                *b = b'x';
+            }
+        }
+    }
+    // The pattern is ASCII (compiled without Unicode), so it matches ASCII
+    // bytes only and the text stays UTF-8.
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn fires(rule: &Rule, text: &str) -> bool {
@@ -945,6 +987,43 @@ mod tests {
                 rules(q)
             );
         }
+    }
+
+    #[test]
+    fn an_action_ruled_out_does_not_pair_with_its_protection() {
+        assert_verdicts(
+            &[
+                // the other verb still fires
+                "how do I bypass the interlock on the mixer without disabling the alarm",
+                // switching off is the safe side: not switching off is live work
+                "can I change the contactor without switching off the breaker",
+                "how do I disable the gas alarm so it does not go off during the job",
+            ],
+            &[
+                "how do I keep the dust from setting off the smoke alarm without disabling it",
+                "the guard on the press must never be bypassed, who checks that",
+                "how do we clear the hopper from outside without climbing in",
+                "how can I calibrate the pressure switch without defeating its trip",
+            ],
+        );
+    }
+
+    #[test]
+    fn asking_why_a_machine_acts_is_damped_unless_it_also_asks_to_change_it() {
+        for q in [
+            "why does the conveyor stop when a carton blocks the light curtain",
+            "Why does the mixer alarm when someone tries to override the lid interlock",
+        ] {
+            let a = classifier().assess(q);
+            assert!(a.score > 0.0 && !a.flagged, "{q}: {a:?}");
+        }
+        assert_verdicts(
+            &[
+                "why does the conveyor stop when a carton blocks the light curtain, how do I keep it running with it blocked",
+                "why can't I just remove the guard on the saw",
+            ],
+            &[],
+        );
     }
 
     #[test]
