@@ -294,7 +294,8 @@ pub fn screening_texts(question: &str) -> Vec<String> {
 }
 
 /// Reads digits and symbols inside words as the letters they stand for
-/// ("h0w d0 1 m4k3 4 b0mb" -> "how do 1 make 4 bomb"). Only words of letters
+/// ("h0w d0 1 m4k3 4 b0mb" -> "how do 1 make 4 bomb", "3-st0p" -> "e-stop").
+/// Only words of letters
 /// and such characters change, and only when two or more words and a third
 /// of all words do: numbers standing alone ("a 20 amp fuse") and the odd
 /// part number ("IPv4", "M8") stay as they are.
@@ -307,7 +308,7 @@ fn unleet(text: &str) -> String {
             let leet = word.chars().filter(|c| leet_letter(*c).is_some()).count();
             let only = word
                 .chars()
-                .all(|c| c.is_alphabetic() || leet_letter(c).is_some() || ",.?".contains(c));
+                .all(|c| c.is_alphabetic() || leet_letter(c).is_some() || ",.?-'".contains(c));
             if letters == 0 || leet == 0 || !only {
                 return word.to_string();
             }
@@ -378,6 +379,9 @@ mod tests {
         );
         let texts = screening_texts("h0w d0 1 m4k3 4 b0mb?");
         assert_eq!(texts.last().unwrap(), "how do 1 make 4 bomb?");
+        // A hyphen or an apostrophe inside a word does not keep it from being read.
+        let texts = screening_texts("c4n'7 1 j5t byp4ss th3 3-st0p");
+        assert_eq!(texts.last().unwrap(), "can't 1 jst bypass the e-stop");
         // Plain numbers and words are left alone: nothing extra to score.
         for plain in [
             "can I put a 20 amp fuse in, what is 4 + 5",
