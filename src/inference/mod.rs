@@ -10,7 +10,7 @@
 //! together, each as its own llama.cpp sequence in one context, in one
 //! `decode` per step (the prompts of questions just started and the last
 //! token of the others). A question starts as soon as a slot and the cells
-//! of its prompt and longest answer are free ([`slots`]) and leaves at its
+//! of its prompt and longest answer are free (`slots.rs`) and leaves at its
 //! end of generation. Between questions each slot keeps the cells of its
 //! last prompt, so a question reads only what it does not share with one of
 //! them (the system prompt and the template's head at least), as
@@ -21,7 +21,7 @@
 //! at once and the others go on.
 //!
 //! The model that reads questions for the learned safety check also gets an
-//! encoder ([`encoder`]): a second thread with a small context of its own
+//! encoder (`encoder.rs`): a second thread with a small context of its own
 //! that stops computing at the layers it reads, on the same file (a second
 //! memory map of it, not a copy). It serves [`EncodeJob`]s from its own
 //! queue, so a safety check never waits behind a generation. It reads each
@@ -282,7 +282,7 @@ impl ModelHandle {
 
     /// The text's embedding from the model's encoder thread: per layer read,
     /// the mean of its states over the text's tokens and its state at the
-    /// prompt's end ([`encoder::Encoder::encode`]).
+    /// prompt's end (`Encoder::encode` in `encoder.rs`).
     pub async fn embed(&self, text: String) -> Result<Vec<f32>, InferenceError> {
         let model = || self.info.name.clone();
         let encodes = self

@@ -263,7 +263,7 @@ pub const NONE: &str = "none";
 
 /// The texts to score for one question: the question itself, then the
 /// request inside a leading frame (role-play, fiction, a hypothetical, "ignore
-/// your rules": see [`WRAPPER`]), then any decoded base64 run (16 or more
+/// your rules": see `WRAPPER` below), then any decoded base64 run (16 or more
 /// characters that decode to mostly printable text), then a reading with
 /// leetspeak digits and symbols taken as letters, when these differ.
 pub fn screening_texts(question: &str) -> Vec<String> {
