@@ -23,7 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use swarm_llm::config::{Config, KvCache, ModelConfig, MqttProtocol};
+use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
 use swarm_llm::inference;
 use swarm_llm::mqtt::PublishProps;
 
@@ -122,10 +122,7 @@ async fn ask(client: &mut TestClient, payload: &[u8]) -> (serde_json::Value, f64
 /// llama-bench's mean tokens/s for prompt processing of `prompt` tokens and
 /// generation of `gen` tokens, with the model's threads, KV cache type and mmap setting.
 fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32) -> (f64, f64) {
-    let kv = match model.kv_cache {
-        KvCache::F16 => "f16",
-        KvCache::Q8_0 => "q8_0",
-    };
+    let kv = model.kv_cache.as_str();
     let out = Command::new(bin)
         .arg("-m")
         .arg(&model.path)
@@ -208,8 +205,8 @@ async fn main() {
         // median of the rounds' ratios.
         let loop_model = load_model(&config.models[0]);
         let mut same_library = SameLibraryLoop::new(&loop_model, &config.models[0]);
-        same_library.decode_tokens_per_s(gen); // warm-up
-                                               // Warm-up: first touch of the weights, and the prompt's length.
+        // Warm-up: first touch of the weights on both sides, and the prompt's length.
+        same_library.decode_tokens_per_s(gen);
         let (r, _) = ask(&mut client, &payload).await;
         let prompt_tokens = r["prompt_tokens"].as_u64().unwrap() as u32;
         let per_round = 2;

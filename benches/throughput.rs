@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use swarm_llm::config::{Config, KvCache, ModelConfig, MqttProtocol};
+use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
 use swarm_llm::mqtt::PublishProps;
 
 const ASKERS: [usize; 3] = [1, 4, 8];
@@ -193,16 +193,21 @@ async fn ask_service(
     }
 }
 
-/// One model alone, always local, with `parallel` slots of the model's
-/// cells each, as llama-server's slots get below.
+/// One model alone, always local, with `parallel` slots, as llama-server's
+/// slots get below.
 fn one_model_config(broker: &Broker, model: &ModelConfig, parallel: u32) -> Config {
     let mut config = service_config(broker, &format!("tp-{parallel}"));
-    config.models = vec![ModelConfig {
+    config.models = vec![with_slots(model, parallel)];
+    config
+}
+
+/// `model` with `parallel` slots of its cells each.
+fn with_slots(model: &ModelConfig, parallel: u32) -> ModelConfig {
+    ModelConfig {
         parallel,
         context_size: model.context_size * parallel,
         ..model.clone()
-    }];
-    config
+    }
 }
 
 struct LlamaServer(Child);
@@ -232,10 +237,7 @@ impl LlamaServerUnderTest {
         questions: &[String],
     ) -> Self {
         let port = free_port();
-        let kv = match model.kv_cache {
-            KvCache::F16 => "f16",
-            KvCache::Q8_0 => "q8_0",
-        };
+        let kv = model.kv_cache.as_str();
         let server = LlamaServer(
             Command::new(bin)
                 .arg("-m")
@@ -463,14 +465,7 @@ async fn swarm(broker: &Broker, questions: &[String]) {
     }
     for parallel in [1, 4] {
         let mut config = service_config(broker, &format!("tp-swarm-{parallel}"));
-        config.models = models
-            .iter()
-            .map(|m| ModelConfig {
-                parallel,
-                context_size: m.context_size * parallel,
-                ..m.clone()
-            })
-            .collect();
+        config.models = models.iter().map(|m| with_slots(m, parallel)).collect();
         config.inference = file.inference.clone();
         config.policy = file.policy.clone();
         config.routing = file.routing.clone();

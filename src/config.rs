@@ -384,6 +384,17 @@ pub enum KvCache {
     Q8_0,
 }
 
+impl KvCache {
+    /// Its name in the config, which is also the cache type llama.cpp's own
+    /// tools take (`-ctk`, `-ctv`), so benchmarks run them with the same cache.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvCache::F16 => "f16",
+            KvCache::Q8_0 => "q8_0",
+        }
+    }
+}
+
 fn default_vote_weight() -> f32 {
     1.0
 }
@@ -950,6 +961,13 @@ impl Validator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kv_cache_is_named_as_in_the_config() {
+        for kv in [KvCache::F16, KvCache::Q8_0] {
+            assert_eq!(serde_json::to_value(kv).unwrap(), kv.as_str());
+        }
+    }
 
     fn valid_toml(model_path: &Path) -> String {
         format!(
