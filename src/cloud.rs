@@ -23,6 +23,10 @@ use tokio::time::Instant;
 
 use crate::breaker::Breaker;
 
+/// How many of a judged token's likeliest entries are asked for: the most
+/// OpenAI's API gives.
+const JUDGE_TOP_LOGPROBS: u32 = 20;
+
 /// Environment variable with the cloud API key.
 pub const API_KEY_ENV: &str = "SWARM_LLM_CLOUD_API_KEY";
 /// Name of the systemd credential (`LoadCredential=cloud-api-key:...`).
@@ -141,6 +145,10 @@ pub struct CloudAnswer {
     /// Request bytes sent, all attempts.
     pub bytes_sent: u64,
     pub attempts: u32,
+    /// The answer's first token's likeliest entries (token text, log
+    /// probability), when asked for ([`CloudClient::judge`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub first_token_top: Vec<(String, f32)>,
 }
 
 /// Running totals since start, for the status and the logs.
@@ -174,6 +182,10 @@ struct ChatRequest<'a> {
     messages: [Message<'a>; 2],
     max_tokens: u32,
     temperature: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprobs: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -192,6 +204,26 @@ struct ChatResponse {
 #[derive(Deserialize)]
 struct Choice {
     message: ChoiceMessage,
+    #[serde(default)]
+    logprobs: Option<ChoiceLogprobs>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceLogprobs {
+    #[serde(default)]
+    content: Vec<TokenLogprobs>,
+}
+
+#[derive(Deserialize)]
+struct TokenLogprobs {
+    #[serde(default)]
+    top_logprobs: Vec<TopLogprob>,
+}
+
+#[derive(Deserialize)]
+struct TopLogprob {
+    token: String,
+    logprob: f32,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +307,30 @@ impl CloudClient {
         max_tokens: u32,
         deadline: Instant,
     ) -> Result<CloudAnswer, CloudError> {
+        self.call(system, question, max_tokens, None, deadline)
+            .await
+    }
+
+    /// Asks for a one-token verdict and the likeliest entries of that token
+    /// (OpenAI's `logprobs` and `top_logprobs`), in `first_token_top`.
+    pub async fn judge(
+        &self,
+        system: &str,
+        question: &str,
+        deadline: Instant,
+    ) -> Result<CloudAnswer, CloudError> {
+        self.call(system, question, 1, Some(JUDGE_TOP_LOGPROBS), deadline)
+            .await
+    }
+
+    async fn call(
+        &self,
+        system: &str,
+        question: &str,
+        max_tokens: u32,
+        top_logprobs: Option<u32>,
+        deadline: Instant,
+    ) -> Result<CloudAnswer, CloudError> {
         {
             let mut h = self.health.lock().expect("cloud health lock");
             self.check(&mut h, Instant::now())?;
@@ -295,6 +351,8 @@ impl CloudClient {
             ],
             max_tokens: max_tokens.min(self.config.max_tokens),
             temperature: 0.0,
+            logprobs: top_logprobs.map(|_| true),
+            top_logprobs,
         })
         .expect("request serialises");
         let mut bytes_sent = 0u64;
@@ -419,11 +477,24 @@ impl CloudClient {
 fn parse_completion(bytes: &[u8]) -> Result<CloudAnswer, CloudError> {
     let r: ChatResponse =
         serde_json::from_slice(bytes).map_err(|e| CloudError::Malformed(e.to_string()))?;
-    let text = r
+    let choice = r
         .choices
         .into_iter()
         .next()
-        .and_then(|c| c.message.content)
+        .ok_or_else(|| CloudError::Malformed("no choices[0]".into()))?;
+    let first_token_top = choice
+        .logprobs
+        .and_then(|l| l.content.into_iter().next())
+        .map(|t| {
+            t.top_logprobs
+                .into_iter()
+                .map(|e| (e.token, e.logprob))
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = choice
+        .message
+        .content
         .ok_or_else(|| CloudError::Malformed("no choices[0].message.content".into()))?;
     let usage = r.usage.unwrap_or(Usage {
         prompt_tokens: 0,
@@ -435,6 +506,7 @@ fn parse_completion(bytes: &[u8]) -> Result<CloudAnswer, CloudError> {
         completion_tokens: usage.completion_tokens,
         bytes_sent: 0,
         attempts: 0,
+        first_token_top,
     })
 }
 
@@ -449,6 +521,13 @@ mod tests {
         assert_eq!(
             (a.text.as_str(), a.prompt_tokens, a.completion_tokens),
             ("Canberra.", 20, 3)
+        );
+        assert!(a.first_token_top.is_empty());
+        let judged = br#"{"choices":[{"message":{"content":"unsafe"},"logprobs":{"content":[{"token":"unsafe","logprob":-0.1,"top_logprobs":[{"token":"unsafe","logprob":-0.1},{"token":"safe","logprob":-2.4}]}]}}]}"#;
+        let a = parse_completion(judged).unwrap();
+        assert_eq!(
+            a.first_token_top,
+            vec![("unsafe".to_string(), -0.1), ("safe".to_string(), -2.4)]
         );
         assert!(matches!(
             parse_completion(b"{not json"),
@@ -500,6 +579,7 @@ mod tests {
             completion_tokens: 1,
             bytes_sent: 0,
             attempts: 1,
+            first_token_top: vec![],
         }));
         c.record(&Err(CloudError::Timeout));
         assert_eq!(c.available(), Ok(()), "a success closes it");

@@ -636,6 +636,9 @@ impl Config {
                 }
             }
         }
+        for (key, message) in self.safety.cloud_judge.validate("safety.cloud_judge") {
+            v.add(key, message);
+        }
         if let Some(cloud) = &self.cloud {
             for (key, message) in cloud.validate("cloud") {
                 v.add(key, message);

@@ -284,6 +284,13 @@ enum Command {
         /// The plant rules alone, the learned layer off.
         #[arg(long)]
         rules_only: bool,
+        /// The board's layers alone, the cloud judge off (it is asked where
+        /// a cloud is configured and `safety.cloud_judge.enabled`).
+        #[arg(long)]
+        board_only: bool,
+        /// Override the configured cloud endpoint the judge asks (base URL up to /v1).
+        #[arg(long)]
+        cloud_url: Option<String>,
         #[arg(long)]
         json: Option<PathBuf>,
         #[arg(long)]
@@ -342,16 +349,21 @@ fn main() -> ExitCode {
             workload,
             split,
             rules_only,
+            board_only,
+            cloud_url,
             json,
             svg,
             mistakes,
         } => {
-            let mut config = match measuring_config(&path, &None) {
+            let mut config = match measuring_config(&path, &cloud_url) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             if rules_only {
                 config.safety.learned.enabled = false;
+            }
+            if board_only {
+                config.safety.cloud_judge.enabled = false;
             }
             finish(block_on(safety_eval_command(
                 &config,

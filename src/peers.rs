@@ -263,6 +263,7 @@ mod tests {
                 reasons: vec![],
                 layers: vec![],
                 learned: None,
+                judge: None,
             },
         });
         r

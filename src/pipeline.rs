@@ -128,13 +128,18 @@ impl Pipeline {
         self.cloud.as_ref()
     }
 
+    /// Whether this topic's questions may leave the board (data residency).
+    fn cloud_allowed(&self, topic: &str) -> bool {
+        !self
+            .cloud_never
+            .iter()
+            .any(|f| topic::matches_filter(f, topic))
+    }
+
     fn gates(&self, assessment: &Assessment, topic: &str) -> Gates {
         Gates {
             safety: assessment.action,
-            cloud_allowed: !self
-                .cloud_never
-                .iter()
-                .any(|f| topic::matches_filter(f, topic)),
+            cloud_allowed: self.cloud_allowed(topic),
             cloud_available: self.cloud.as_ref().is_some_and(|c| c.available().is_ok()),
         }
     }
@@ -163,7 +168,11 @@ impl Pipeline {
     ) -> Reply {
         let deadline = received + Duration::from_millis(req.deadline_ms);
         let screened = Instant::now();
-        let assessment = self.safety.assess(&req.question).await;
+        let judge = self
+            .cloud
+            .as_ref()
+            .filter(|_| self.cloud_allowed(&req.topic));
+        let assessment = self.safety.assess(&req.question, judge, deadline).await;
         let mut timing = Timing {
             safety_ms: millis(screened.elapsed()),
             ..Timing::default()

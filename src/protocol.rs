@@ -399,12 +399,16 @@ pub struct SafetySignal {
     /// The harm categories that fired (e.g. `plant_hazard`, `self_harm`).
     pub reasons: Vec<HarmCategory>,
     /// Each reason with the layer that fired it: `rules` (with the rule's
-    /// name) or `learned`.
+    /// name), `learned` or `cloud_judge`.
     #[serde(default)]
     pub layers: Vec<SafetyLayer>,
     /// The learned layer's verdict, flagged or not, when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learned: Option<HarmScore>,
+    /// The cloud judge's probability of harm, flagged or not, when it was
+    /// asked (the board was unsure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<f32>,
 }
 
 fn allow() -> SafetyAction {
@@ -435,6 +439,7 @@ impl SafetySignal {
                 })
                 .collect(),
             learned: a.learned,
+            judge: a.judge,
         }
     }
 }

@@ -136,11 +136,12 @@ fn check_config_refuses_bad_safety_settings_and_names_each() {
     );
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ignore"));
-    // The learned layer's keys, all at once.
+    // The learned layer's and the cloud judge's keys, all at once.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad-head.json"), b"{\"not\": \"a head\"}").unwrap();
     let out = check_config(&format!(
-        "node = \"a\"\n[safety.learned]\nmodel = \"nope\"\nthreshold = 1.5\nhead = {:?}\n[[models]]\nname = \"m\"\npath = \"model.gguf\"\n",
+        "node = \"a\"\n[safety.learned]\nmodel = \"nope\"\nthreshold = 1.5\nhead = {:?}\n\
+         [safety.cloud_judge]\nfrom = 0.0\ntimeout_ms = 5\n[[models]]\nname = \"m\"\npath = \"model.gguf\"\n",
         dir.path().join("bad-head.json")
     ));
     assert_eq!(out.status.code(), Some(78));
@@ -149,6 +150,8 @@ fn check_config_refuses_bad_safety_settings_and_names_each() {
         "safety.learned.model:",
         "safety.learned.threshold:",
         "safety.learned.head:",
+        "safety.cloud_judge.from:",
+        "safety.cloud_judge.timeout_ms:",
     ] {
         assert!(err.contains(key), "{key} missing from:\n{err}");
     }

@@ -283,5 +283,24 @@ async fn the_service_degrades_gracefully_when_the_cloud_fails() {
         "points to the safe procedure: {reply}"
     );
     assert!(reply["safety_notice"].as_str().is_some());
+
+    // A question the board is unsure of asks the cloud judge, which fails:
+    // the board's verdict stands and the question is answered.
+    client
+        .publish(
+            "swarm/query/c",
+            b"what gas readings do we need before anyone goes into the degreasing pit",
+            PublishProps::default(),
+        )
+        .await;
+    let reply = client.reply(Duration::from_secs(60)).await;
+    assert!(reply["error"].is_null(), "{reply}");
+    assert_eq!(reply["signals"]["safety"]["flagged"], false, "{reply}");
+    assert!(reply["signals"]["safety"]["judge"].is_null(), "{reply}");
+    assert!(
+        service.log().contains("cloud judge failed"),
+        "{}",
+        service.log()
+    );
     assert!(!service.log().contains("test-key"), "no secret in the log");
 }

@@ -62,13 +62,7 @@ pub async fn load_records(
         (None, Some(path)) => {
             let items = workload::open(path)?.collect::<Result<Vec<_>, _>>()?;
             let models = service::load_models(config).await?;
-            let cloud = match &config.cloud {
-                Some(c) => Some(crate::cloud::CloudClient::new(
-                    c.clone(),
-                    crate::cloud::api_key_from_environment(),
-                )?),
-                None => None,
-            };
+            let cloud = cloud_client(config)?;
             let started = std::time::Instant::now();
             let records =
                 measure::collect(config, &items, &models, cloud.as_ref(), |done, total| {
@@ -407,6 +401,17 @@ pub async fn safety_train_command(
     Ok(())
 }
 
+/// The configured cloud's client, if one is configured.
+fn cloud_client(config: &Config) -> anyhow::Result<Option<crate::cloud::CloudClient>> {
+    Ok(match &config.cloud {
+        Some(c) => Some(crate::cloud::CloudClient::new(
+            c.clone(),
+            crate::cloud::api_key_from_environment(),
+        )?),
+        None => None,
+    })
+}
+
 pub async fn safety_eval_command(
     config: &Config,
     workload: &[PathBuf],
@@ -424,8 +429,9 @@ pub async fn safety_eval_command(
     }
     let models = service::load_models(config).await?;
     let screen = crate::safety_screen::SafetyScreen::new(config, &models)?;
+    let cloud = cloud_client(config)?.filter(|_| config.safety.cloud_judge.enabled);
     let started = std::time::Instant::now();
-    let screened = safety_eval::screen_all(&screen, &examples, |d, t| {
+    let screened = safety_eval::screen_all(&screen, cloud.as_ref(), &examples, |d, t| {
         progress_bar("questions screened", d, t, started)
     })
     .await;
@@ -454,6 +460,19 @@ pub async fn safety_eval_command(
         report.harmful_total,
         100.0 * report.harmful_flagged as f64 / report.harmful_total.max(1) as f64
     );
+    if cloud.is_some() {
+        let b = &report.board;
+        println!(
+            "cloud judge asked on {} questions; the board alone flagged harmful {}/{} ({:.1}%), lookalikes {}/{} ({:.1}%)",
+            report.judged,
+            b.harmful_flagged,
+            report.harmful_total,
+            100.0 * b.harmful_flagged as f64 / report.harmful_total.max(1) as f64,
+            b.lookalikes_flagged,
+            b.lookalikes_total,
+            100.0 * b.lookalikes_flagged as f64 / b.lookalikes_total.max(1) as f64
+        );
+    }
     println!(
         "safety check latency: p50 {:.1} ms, p95 {:.1} ms; resident memory {:.0} MiB (learned layer {})",
         report.latency_p50_ms,

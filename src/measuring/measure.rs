@@ -87,7 +87,13 @@ pub async fn collect(
     let never = CancellationToken::new();
     let mut records = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let a = safety.assess(&item.prompt).await;
+        let a = safety
+            .assess(
+                &item.prompt,
+                cloud,
+                std::time::Instant::now() + std::time::Duration::from_secs(3600),
+            )
+            .await;
         let mut record = Record {
             id: item.id.clone(),
             category: item.category,

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cloud::CloudClient;
 use crate::inference::ModelHandle;
 use crate::measuring::plot::Plot;
 use crate::route::harm::{screening_texts, EncoderId, HarmCategory, HarmHead, NONE};
@@ -413,20 +414,32 @@ pub struct Screened {
     pub rules_flagged: bool,
     /// The learned probability of harm (0 when the learned layer is off).
     pub learned_harm: f32,
+    /// The board's own verdict, before the cloud judge.
+    pub board_flagged: bool,
+    /// The cloud judge's probability of harm, when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<f32>,
     pub categories: Vec<HarmCategory>,
     pub latency_ms: f64,
 }
 
-/// Runs each example through the screen.
+/// Runs each example through the screen, and the cloud judge where one is
+/// given and the board is unsure.
 pub async fn screen_all(
     screen: &SafetyScreen,
+    cloud: Option<&CloudClient>,
     examples: &[Example],
     mut progress: impl FnMut(usize, usize),
 ) -> Vec<Screened> {
     let mut out = Vec::with_capacity(examples.len());
     for (i, e) in examples.iter().enumerate() {
         let started = Instant::now();
-        let a = screen.assess(&e.prompt).await;
+        let board = screen.assess_on_board(&e.prompt).await;
+        let board_flagged = board.flagged;
+        let deadline = started + std::time::Duration::from_secs(3600);
+        let a = screen
+            .second_opinion(board, &e.prompt, cloud, deadline)
+            .await;
         let latency = started.elapsed();
         out.push(Screened {
             prompt: e.prompt.clone(),
@@ -438,6 +451,8 @@ pub async fn screen_all(
                 .combine(&screening_texts(&e.prompt), None, 1.0)
                 .flagged,
             learned_harm: a.learned.map_or(0.0, |l| l.harm),
+            board_flagged,
+            judge: a.judge,
             categories: a.categories(),
             latency_ms: crate::protocol::millis(latency),
         });
@@ -470,10 +485,21 @@ pub struct Report {
     pub groups: Vec<GroupRate>,
     pub harmful_total: usize,
     pub harmful_flagged: usize,
+    /// The board's layers alone, before the cloud judge.
+    pub board: BoardRates,
+    /// Questions the cloud judge was asked about.
+    pub judged: usize,
     pub latency_p50_ms: f64,
     pub latency_p95_ms: f64,
     /// Flag rates against the learned threshold, the rules always counted.
     pub curve: Vec<CurvePoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BoardRates {
+    pub harmful_flagged: usize,
+    pub lookalikes_flagged: usize,
+    pub lookalikes_total: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -533,6 +559,19 @@ pub fn report(screened: &[Screened]) -> Report {
             .filter(harmful)
             .filter(|s| s.flagged)
             .count(),
+        board: BoardRates {
+            harmful_flagged: screened
+                .iter()
+                .filter(harmful)
+                .filter(|s| s.board_flagged)
+                .count(),
+            lookalikes_flagged: screened
+                .iter()
+                .filter(|s| s.group == "lookalike" && s.board_flagged)
+                .count(),
+            lookalikes_total: screened.iter().filter(|s| s.group == "lookalike").count(),
+        },
+        judged: screened.iter().filter(|s| s.judge.is_some()).count(),
         latency_p50_ms: pct(0.5),
         latency_p95_ms: pct(0.95),
         curve,
@@ -726,16 +765,33 @@ mod tests {
             flagged,
             rules_flagged: false,
             learned_harm: harm,
+            board_flagged: flagged,
+            judge: None,
             categories: cats,
             latency_ms: 10.0,
         };
+        // The second self-harm request was flagged by the cloud judge only.
+        let judged = Screened {
+            board_flagged: false,
+            judge: Some(0.99),
+            ..s("self_harm", true, 0.6, vec![HarmCategory::ViolenceWeapons])
+        };
         let r = report(&[
             s("self_harm", true, 0.9, vec![HarmCategory::SelfHarm]),
-            s("self_harm", true, 0.6, vec![HarmCategory::ViolenceWeapons]),
+            judged,
             s("lookalike", false, 0.3, vec![]),
             s("benign", false, 0.0, vec![]),
         ]);
         assert_eq!((r.harmful_total, r.harmful_flagged), (2, 2));
+        assert_eq!(r.judged, 1);
+        assert_eq!(
+            (
+                r.board.harmful_flagged,
+                r.board.lookalikes_flagged,
+                r.board.lookalikes_total
+            ),
+            (1, 0, 1)
+        );
         let sh = r.groups.iter().find(|g| g.group == "self_harm").unwrap();
         assert_eq!((sh.total, sh.flagged, sh.right_category), (2, 2, 1));
         let at = |t: f32| {

@@ -261,6 +261,34 @@ impl HarmHead {
 /// The class name of benign questions.
 pub const NONE: &str = "none";
 
+/// The cloud judge's probability that a question is harmful, from the top
+/// entries (token text, log probability) of its one-word answer's first
+/// token: P(unsafe) / (P(unsafe) + P(safe)). A token counts by its text
+/// ("unsafe", " Unsafe", "uns", "safe", "Sa", ...), since tokenizers split
+/// the words differently. None when neither word is among the entries.
+pub fn judge_probability(top: &[(String, f32)]) -> Option<f32> {
+    let (mut unsafe_p, mut safe_p) = (0.0f32, 0.0f32);
+    for (token, logprob) in top {
+        let word = token.trim().to_ascii_lowercase();
+        if word.len() < 2 {
+            continue;
+        }
+        if "unsafe".starts_with(&word) {
+            unsafe_p += logprob.exp();
+        } else if "safe".starts_with(&word) {
+            safe_p += logprob.exp();
+        }
+    }
+    (unsafe_p + safe_p > 0.0).then(|| unsafe_p / (unsafe_p + safe_p))
+}
+
+/// ln(p / (1 - p)), with p kept inside [1e-6, 1 - 1e-6] so that a
+/// certain verdict stays finite.
+pub fn log_odds(p: f32) -> f32 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}
+
 /// The texts to score for one question: the question itself, then the
 /// request inside a leading frame (role-play, fiction, a hypothetical, "ignore
 /// your rules": see `WRAPPER` below), then any decoded base64 run (16 or more
@@ -379,6 +407,34 @@ fn leet_letter(c: char) -> Option<char> {
 mod tests {
     use super::*;
     use crate::route::softmax::FitOptions;
+
+    fn top(entries: &[(&str, f32)]) -> Vec<(String, f32)> {
+        entries
+            .iter()
+            .map(|(t, p)| (t.to_string(), p.ln()))
+            .collect()
+    }
+
+    #[test]
+    fn the_judge_probability_weighs_unsafe_against_safe_by_token_text() {
+        let p = judge_probability(&top(&[("unsafe", 0.6), ("safe", 0.2), ("The", 0.2)])).unwrap();
+        assert!((p - 0.75).abs() < 1e-5, "{p}");
+        // Split and capitalised tokens count too; other words do not.
+        let p = judge_probability(&top(&[(" Uns", 0.3), ("Safe", 0.3), ("sure", 0.4)])).unwrap();
+        assert!((p - 0.5).abs() < 1e-5, "{p}");
+        let p = judge_probability(&top(&[("safe", 0.9), ("s", 0.1)])).unwrap();
+        assert!(p.abs() < 1e-6, "{p}");
+        assert_eq!(judge_probability(&top(&[("Yes", 0.7), ("No", 0.3)])), None);
+        assert_eq!(judge_probability(&[]), None);
+    }
+
+    #[test]
+    fn log_odds_is_finite_at_the_ends_and_zero_at_even_odds() {
+        assert_eq!(log_odds(0.5), 0.0);
+        assert!((log_odds(0.9) - 9f32.ln()).abs() < 1e-5);
+        assert!(log_odds(0.0).is_finite() && log_odds(0.0) < -13.0);
+        assert!(log_odds(1.0).is_finite() && log_odds(1.0) > 13.0);
+    }
 
     #[test]
     fn categories_round_trip_by_name() {

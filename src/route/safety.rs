@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::harm::{default_action, HarmCategory, HarmScore, SafetyAction};
+use super::harm::{default_action, log_odds, HarmCategory, HarmScore, SafetyAction};
 
 /// A rule as written in config (and for the built-in rules).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -498,6 +498,8 @@ pub struct SafetyConfig {
     pub disabled_rules: Vec<String>,
     /// The learned harm check (see [`super::harm`]).
     pub learned: LearnedConfig,
+    /// The cloud's second opinion on questions the board is unsure of.
+    pub cloud_judge: CloudJudgeConfig,
     /// What a flagged category leads to (`refuse`, `cloud` or `allow`), per
     /// category; unnamed categories keep their default.
     pub actions: BTreeMap<HarmCategory, SafetyAction>,
@@ -510,6 +512,7 @@ impl Default for SafetyConfig {
             rules: vec![],
             disabled_rules: vec![],
             learned: LearnedConfig::default(),
+            cloud_judge: CloudJudgeConfig::default(),
             actions: BTreeMap::new(),
         }
     }
@@ -540,6 +543,59 @@ impl Default for LearnedConfig {
     }
 }
 
+/// The cloud as a second judge of questions the board let through but is
+/// unsure of: a learned probability of harm from `from` up to the learned
+/// threshold. The cloud model is asked "safe or unsafe" and the question is
+/// flagged when the learned score's log-odds and the judge's add up to
+/// `flag_log_odds`. It can add a flag, never clear one: the board's verdict
+/// is the floor, and stands alone when the cloud is not allowed for the
+/// topic, unavailable or slower than `timeout_ms`. README, Safety.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudJudgeConfig {
+    pub enabled: bool,
+    /// The lowest learned probability of harm that is judged.
+    pub from: f32,
+    /// ln(odds of the learned score) + ln(odds of the judge's P(unsafe)) at
+    /// or above which a judged question is flagged.
+    pub flag_log_odds: f32,
+    /// How long a question waits for the judge (within its own deadline).
+    pub timeout_ms: u64,
+}
+
+impl Default for CloudJudgeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            from: 0.1,
+            flag_log_odds: 5.75,
+            timeout_ms: 3_000,
+        }
+    }
+}
+
+impl CloudJudgeConfig {
+    pub fn validate(&self, key: &str) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        if !(self.from > 0.0 && self.from < 1.0) {
+            v.push((format!("{key}.from"), "must be above 0 and below 1".into()));
+        }
+        if !self.flag_log_odds.is_finite() {
+            v.push((
+                format!("{key}.flag_log_odds"),
+                "must be a finite number".into(),
+            ));
+        }
+        if !(100..=60_000).contains(&self.timeout_ms) {
+            v.push((
+                format!("{key}.timeout_ms"),
+                "must be between 100 and 60000".into(),
+            ));
+        }
+        v
+    }
+}
+
 struct Rule {
     spec: RuleSpec,
     patterns: Vec<Regex>,
@@ -565,6 +621,7 @@ pub struct SafetyClassifier {
 pub enum Layer {
     Rules,
     Learned,
+    CloudJudge,
 }
 
 /// One reason a question was flagged.
@@ -590,9 +647,18 @@ pub struct Assessment {
     pub reasons: Vec<Reason>,
     /// The learned layer's verdict, when it ran (flagged or not).
     pub learned: Option<HarmScore>,
+    /// The cloud judge's probability that the question is harmful, when it
+    /// was asked (flagged or not).
+    pub judge: Option<f32>,
 }
 
 impl Assessment {
+    /// Whether the cloud judge should be asked: nothing flagged it, and the
+    /// learned layer found a probability of harm of at least `from`.
+    pub fn wants_judge(&self, from: f32) -> bool {
+        !self.flagged && self.learned.is_some_and(|l| l.harm >= from)
+    }
+
     /// The categories that fired, each once, in the order they fired.
     pub fn categories(&self) -> Vec<HarmCategory> {
         let mut out = Vec::new();
@@ -751,7 +817,35 @@ impl SafetyClassifier {
             action,
             reasons,
             learned,
+            judge: None,
         }
+    }
+
+    /// The board's verdict with the cloud judge's probability of harm
+    /// added: flagged, in the learned layer's likeliest category, when the
+    /// two log-odds add up to `flag_log_odds`. Never clears a flag.
+    pub fn with_judge(&self, mut a: Assessment, judge: f32, flag_log_odds: f32) -> Assessment {
+        a.judge = Some(judge);
+        let Some(l) = a.learned else {
+            return a;
+        };
+        if !a.flagged && log_odds(l.harm) + log_odds(judge) >= flag_log_odds {
+            a.action = a.action.max(self.action(l.category));
+            a.flagged = a.action != SafetyAction::Allow;
+            a.reasons.push(Reason {
+                layer: Layer::CloudJudge,
+                rule: l.category.as_str().to_string(),
+                category: l.category,
+                reason: format!(
+                    "the learned harm check reads it as {} (p = {:.2}) and the cloud judge as unsafe (p = {:.2})",
+                    l.category.as_str().replace('_', " "),
+                    l.harm,
+                    judge
+                ),
+                advice: l.category.advice().to_string(),
+            });
+        }
+        a
     }
 }
 
@@ -1282,5 +1376,53 @@ mod tests {
             0.5,
         );
         assert_eq!(decoded.categories(), vec![HarmCategory::ViolenceWeapons]);
+    }
+
+    #[test]
+    fn the_cloud_judge_adds_a_flag_where_the_log_odds_add_up_and_never_clears_one() {
+        let c = classifier();
+        let q = &["set the gas monitor so it reads lower before the crew goes in".to_string()];
+        let learned = |harm: f32| {
+            Some(HarmScore {
+                harm,
+                category: HarmCategory::PlantHazard,
+            })
+        };
+        let unsure = c.combine(q, learned(0.8), 0.9);
+        assert!(!unsure.flagged);
+        // Asked only from `from` up, and only when nothing flagged it.
+        assert!(unsure.wants_judge(0.1));
+        assert!(!c.combine(q, learned(0.05), 0.9).wants_judge(0.1));
+        assert!(!c.combine(q, None, 0.9).wants_judge(0.1));
+        // ln(0.8 / 0.2) = 1.39; with the judge at 0.99 (4.60) the sum is 5.99.
+        let flagged = c.with_judge(unsure.clone(), 0.99, 5.75);
+        assert!(flagged.flagged && flagged.action == SafetyAction::Cloud);
+        assert_eq!(flagged.judge, Some(0.99));
+        let last = flagged.reasons.last().unwrap();
+        assert_eq!(last.layer, Layer::CloudJudge);
+        assert_eq!(last.category, HarmCategory::PlantHazard);
+        // With the judge at 0.95 (2.94) the sum is 4.33: reported, not flagged.
+        let judged = c.with_judge(unsure, 0.95, 5.75);
+        assert!(!judged.flagged && judged.reasons.is_empty());
+        assert_eq!(judged.judge, Some(0.95));
+        // A flag the board raised stands whatever the judge says.
+        let sure = c.combine(q, learned(0.97), 0.9);
+        assert!(!sure.wants_judge(0.1));
+        let kept = c.with_judge(sure.clone(), 0.0, 5.75);
+        assert!(kept.flagged);
+        assert_eq!(kept.reasons, sure.reasons);
+    }
+
+    #[test]
+    fn cloud_judge_settings_are_validated() {
+        assert!(CloudJudgeConfig::default().validate("j").is_empty());
+        let bad = CloudJudgeConfig {
+            enabled: true,
+            from: 1.0,
+            flag_log_odds: f32::NAN,
+            timeout_ms: 0,
+        };
+        let keys: Vec<String> = bad.validate("j").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["j.from", "j.flag_log_odds", "j.timeout_ms"]);
     }
 }
