@@ -87,6 +87,7 @@ pub async fn collect(
     let never = CancellationToken::new();
     let mut records = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
+        // No question deadline here: the judge's own timeout bounds its wait.
         let a = safety
             .assess(
                 &item.prompt,

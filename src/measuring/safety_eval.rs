@@ -436,6 +436,7 @@ pub async fn screen_all(
         let started = Instant::now();
         let board = screen.assess_on_board(&e.prompt).await;
         let board_flagged = board.flagged;
+        // No question deadline here: the judge's own timeout bounds its wait.
         let deadline = started + std::time::Duration::from_secs(3600);
         let a = screen
             .second_opinion(board, &e.prompt, cloud, deadline)
