@@ -36,6 +36,9 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
     with_cloud(&mut config, &cloud.url);
     config.policy.local_min_confidence = 1.0; // no local answer is good enough
     config.routing.cloud_never = vec!["swarm/query/secret/#".into()];
+    // The judge's verdict is under test, not its timeout: the stand-in
+    // shares this machine's cores with the tests.
+    config.safety.cloud_judge.timeout_ms = 60_000;
     let _service = Service::start(&broker, &config).await;
     let mut client = TestClient::replies(&broker).await;
 

@@ -569,7 +569,7 @@ impl Default for CloudJudgeConfig {
             enabled: true,
             from: 0.1,
             flag_log_odds: 5.75,
-            timeout_ms: 3_000,
+            timeout_ms: 10_000,
         }
     }
 }
