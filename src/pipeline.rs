@@ -30,7 +30,7 @@ use crate::protocol::{
     millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetySignal, Signals,
     Timing, Vote,
 };
-use crate::route::harm::SafetyAction;
+use crate::route::harm::{HarmCategory, SafetyAction};
 use crate::route::learned::FirstAnswer;
 use crate::route::policy::{self, AfterFirst, AfterVote, BeforeGeneration, Gates, Policy};
 use crate::route::safety::Assessment;
@@ -630,24 +630,39 @@ fn safety_notice(a: &Assessment) -> String {
 }
 
 fn advice(a: &Assessment) -> String {
+    advice_parts(a).join(" ")
+}
+
+/// Each reason's advice, once, in the order the reasons fired.
+fn advice_parts(a: &Assessment) -> Vec<&str> {
     let mut seen = Vec::new();
     for r in &a.reasons {
         if !seen.contains(&r.advice.as_str()) {
             seen.push(r.advice.as_str());
         }
     }
-    seen.join(" ")
+    seen
 }
 
 /// Our answer to a safety-flagged question: the refusal and the safe
-/// procedure, and why nothing more follows where nothing does.
+/// procedure, and why nothing more follows where nothing does. Where
+/// self-harm is among the reasons, the words of support come first: a
+/// person who may be at risk should read them before the refusal.
 fn refusal(a: &Assessment, why_nothing_more: Option<&str>) -> Answer {
     let why = why_nothing_more.map_or_else(String::new, |w| format!(" and {w}"));
+    let mut parts = advice_parts(a);
+    let support = HarmCategory::SelfHarm.advice();
+    let lead = match parts.iter().position(|p| *p == support) {
+        Some(i) => format!("{} ", parts.remove(i)),
+        None => String::new(),
+    };
     Answer {
         text: format!(
-            "I can't help with that: the question was flagged as a safety hazard{why}. {}",
-            advice(a)
-        ),
+            "{lead}I can't help with that: the question was flagged as a safety hazard{why}. {}",
+            parts.join(" ")
+        )
+        .trim_end()
+        .to_string(),
         model: "safety-check".into(),
         route: Route::Refuse,
         degraded: None,

@@ -87,8 +87,15 @@ async fn flagged_questions_are_refused_with_their_category_and_the_rest_answered
         }
         assert_eq!(reply["route"], "refuse", "{reply}");
         // Our refusal leads, with the safe procedure; no model answered.
+        // For self-harm, the words of support come before the refusal.
         let answer = reply["answer"].as_str().unwrap();
-        assert!(answer.starts_with("I can't help with that"), "{reply}");
+        let lead = if *category == "self_harm" {
+            "You are not alone"
+        } else {
+            "I can't help with that"
+        };
+        assert!(answer.starts_with(lead), "{reply}");
+        assert!(answer.contains("I can't help with that"), "{reply}");
         assert_eq!(reply["model"], "safety-check");
         assert!(reply["safety_notice"].as_str().unwrap().contains(category));
 
