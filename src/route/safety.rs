@@ -799,17 +799,7 @@ impl SafetyClassifier {
         }
         if let Some(l) = learned.filter(|l| l.harm >= learned_threshold) {
             action = action.max(self.action(l.category));
-            reasons.push(Reason {
-                layer: Layer::Learned,
-                rule: l.category.as_str().to_string(),
-                category: l.category,
-                reason: format!(
-                    "the learned harm check reads it as {} (p = {:.2})",
-                    l.category.as_str().replace('_', " "),
-                    l.harm
-                ),
-                advice: l.category.advice().to_string(),
-            });
+            reasons.push(learned_reason(Layer::Learned, l, String::new()));
         }
         Assessment {
             score: score.max(learned.map_or(0.0, |l| l.harm)),
@@ -832,20 +822,29 @@ impl SafetyClassifier {
         if !a.flagged && log_odds(l.harm) + log_odds(judge) >= flag_log_odds {
             a.action = a.action.max(self.action(l.category));
             a.flagged = a.action != SafetyAction::Allow;
-            a.reasons.push(Reason {
-                layer: Layer::CloudJudge,
-                rule: l.category.as_str().to_string(),
-                category: l.category,
-                reason: format!(
-                    "the learned harm check reads it as {} (p = {:.2}) and the cloud judge as unsafe (p = {:.2})",
-                    l.category.as_str().replace('_', " "),
-                    l.harm,
-                    judge
-                ),
-                advice: l.category.advice().to_string(),
-            });
+            a.reasons.push(learned_reason(
+                Layer::CloudJudge,
+                l,
+                format!(" and the cloud judge as unsafe (p = {judge:.2})"),
+            ));
         }
         a
+    }
+}
+
+/// A reason in the learned layer's likeliest category, read by `layer`;
+/// `more` follows the learned verdict in its text.
+fn learned_reason(layer: Layer, l: HarmScore, more: String) -> Reason {
+    Reason {
+        layer,
+        rule: l.category.as_str().to_string(),
+        category: l.category,
+        reason: format!(
+            "the learned harm check reads it as {} (p = {:.2}){more}",
+            l.category.as_str().replace('_', " "),
+            l.harm
+        ),
+        advice: l.category.advice().to_string(),
     }
 }
 
