@@ -136,10 +136,10 @@ impl Pipeline {
             .any(|f| topic::matches_filter(f, topic))
     }
 
-    fn gates(&self, assessment: &Assessment, topic: &str) -> Gates {
+    fn gates(&self, assessment: &Assessment, cloud_allowed: bool) -> Gates {
         Gates {
             safety: assessment.action,
-            cloud_allowed: self.cloud_allowed(topic),
+            cloud_allowed,
             cloud_available: self.cloud.as_ref().is_some_and(|c| c.available().is_ok()),
         }
     }
@@ -168,10 +168,8 @@ impl Pipeline {
     ) -> Reply {
         let deadline = received + Duration::from_millis(req.deadline_ms);
         let screened = Instant::now();
-        let judge = self
-            .cloud
-            .as_ref()
-            .filter(|_| self.cloud_allowed(&req.topic));
+        let cloud_allowed = self.cloud_allowed(&req.topic);
+        let judge = self.cloud.as_ref().filter(|_| cloud_allowed);
         let assessment = self.safety.assess(&req.question, judge, deadline).await;
         let mut timing = Timing {
             safety_ms: millis(screened.elapsed()),
@@ -188,7 +186,7 @@ impl Pipeline {
             restates_question: false,
             safety: SafetySignal::from_assessment(&assessment),
         };
-        let gates = self.gates(&assessment, &req.topic);
+        let gates = self.gates(&assessment, cloud_allowed);
 
         let answer = if req.vote {
             self.vote_for_peer(
