@@ -307,6 +307,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    swarm_llm::inference::restart_with_openmp_waits();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {

@@ -715,3 +715,37 @@ async fn a_reply_the_brokers_acl_refuses_is_logged_and_the_service_keeps_answeri
         "{log}"
     );
 }
+
+/// The environment of a running process, one `NAME=value` per entry.
+fn environment(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    raw.split(|&b| b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The service restarts itself, as the same process, with libgomp's waits
+/// set for several models' OpenMP teams (see inference::restart_with_openmp_waits),
+/// and keeps a policy that an operator set.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_runs_with_openmp_waits_set_unless_the_operator_set_them() {
+    let broker = Broker::start();
+    let config = service_config(&broker, "omp");
+    let service = Service::start(&broker, &config).await;
+    let env = environment(service.pid());
+    assert!(env.iter().any(|v| v == "OMP_WAIT_POLICY=ACTIVE"), "{env:?}");
+    assert!(env.iter().any(|v| v == "GOMP_SPINCOUNT=300000"), "{env:?}");
+
+    let own = service_config(&broker, "omp-own");
+    let service =
+        Service::start_command(&broker, &own, &["env", "OMP_WAIT_POLICY=PASSIVE", BIN]).await;
+    let env = environment(service.pid());
+    assert!(
+        env.iter().any(|v| v == "OMP_WAIT_POLICY=PASSIVE"),
+        "{env:?}"
+    );
+    assert!(
+        !env.iter().any(|v| v.starts_with("GOMP_SPINCOUNT=")),
+        "{env:?}"
+    );
+}

@@ -319,6 +319,44 @@ pub fn backend() -> &'static LlamaBackend {
     })
 }
 
+/// Restarts the process with libgomp's waits set for several models, unless
+/// the environment already sets them; returns only if it does not restart.
+///
+/// libgomp, llama.cpp's OpenMP runtime, waits at every node of a graph by
+/// spinning a while and then sleeping in the kernel. Once a process holds
+/// more OpenMP threads than CPUs it cuts the spin to 100 turns, and each
+/// model thread (and the safety encoder) keeps a team of its own, idle or
+/// not: with the three models of `config/swarm.toml` loaded on 2 cores,
+/// nearly every node ended in a futex sleep and wake, and SmolLM2 decoded at
+/// 58 tokens/s against 104 loaded alone, Gemma 3 at 43 against 60.
+/// `OMP_WAIT_POLICY=ACTIVE` makes that cut 1000 turns, about a node's wait
+/// (120-140 and 70 tokens/s there), and `GOMP_SPINCOUNT=300000` keeps the
+/// uncut spin at libgomp's default, where ACTIVE alone would spin without
+/// end. libgomp reads both once, as it loads, before `main` runs: hence the
+/// restart, the same program with the same arguments and process id.
+pub fn restart_with_openmp_waits() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return; // set by the restart, or an operator's own choice
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(name) = args.next() {
+        command.arg0(name);
+    }
+    command.args(args).env("OMP_WAIT_POLICY", "ACTIVE");
+    if std::env::var_os("GOMP_SPINCOUNT").is_none() {
+        command.env("GOMP_SPINCOUNT", "300000");
+    }
+    // exec returns only on failure (say, a foreign binary under an emulator
+    // that cannot start another): run on with libgomp's defaults.
+    let error = command.exec();
+    eprintln!("note: running with libgomp's default waits: cannot restart with OMP_WAIT_POLICY set: {error}");
+}
+
 /// Counts the model threads still holding llama.cpp state, so the process can
 /// wait for them before it exits: a GPU backend freed after `exit` has begun
 /// tearing down the CUDA runtime aborts the process (seen on an H100), which
