@@ -326,14 +326,14 @@ pub fn backend() -> &'static LlamaBackend {
 /// spinning a while and then sleeping in the kernel. Once a process holds
 /// more OpenMP threads than CPUs it cuts the spin to 100 turns, and each
 /// model thread (and the safety encoder) keeps a team of its own, idle or
-/// not: with the three models of `config/swarm.toml` loaded on 2 cores,
-/// nearly every node ended in a futex sleep and wake, and SmolLM2 decoded at
-/// 58 tokens/s against 104 loaded alone, Gemma 3 at 43 against 60.
-/// `OMP_WAIT_POLICY=ACTIVE` makes that cut 1000 turns, about a node's wait
-/// (120-140 and 70 tokens/s there), and `GOMP_SPINCOUNT=300000` keeps the
-/// uncut spin at libgomp's default, where ACTIVE alone would spin without
-/// end. libgomp reads both once, as it loads, before `main` runs: hence the
-/// restart, the same program with the same arguments and process id.
+/// not: with the three models of `config/swarm.toml` on 2 cores, nearly
+/// every node ended in a futex sleep and wake, and the small models decoded
+/// at half their speed (README, "Several models in one process").
+/// `OMP_WAIT_POLICY=ACTIVE` makes that cut 1000 turns, about a node's wait,
+/// and `GOMP_SPINCOUNT=300000` keeps the uncut spin at libgomp's default,
+/// where ACTIVE alone would spin without end. libgomp reads both once, as it
+/// loads, before `main` runs: hence the restart, the same program with the
+/// same arguments and process id.
 pub fn restart_with_openmp_waits() {
     use std::os::unix::process::CommandExt;
     if std::env::var_os("OMP_WAIT_POLICY").is_some() {
