@@ -339,15 +339,23 @@ pub fn restart_with_openmp_waits() {
     if std::env::var_os("OMP_WAIT_POLICY").is_some() {
         return; // set by the restart, or an operator's own choice
     }
-    let Ok(exe) = std::env::current_exe() else {
+    let (Ok(exe), mut args) = (std::env::current_exe(), std::env::args_os()) else {
         return;
     };
-    let mut args = std::env::args_os();
-    let mut command = std::process::Command::new(exe);
-    if let Some(name) = args.next() {
-        command.arg0(name);
+    let Some(name) = args.next() else {
+        return;
+    };
+    // Started through a program loader (`ld-linux.so BIN`, as the aarch64
+    // tests do under qemu), the process's executable is the loader: starting
+    // that again would not start this program, so run on as it is.
+    if exe.file_name() != std::path::Path::new(&name).file_name() {
+        return;
     }
-    command.args(args).env("OMP_WAIT_POLICY", "ACTIVE");
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg0(name)
+        .args(args)
+        .env("OMP_WAIT_POLICY", "ACTIVE");
     if std::env::var_os("GOMP_SPINCOUNT").is_none() {
         command.env("GOMP_SPINCOUNT", "300000");
     }
