@@ -306,9 +306,25 @@ enum Command {
     PrintDefaultConfig,
 }
 
+impl Command {
+    /// Whether the command runs llama.cpp; the others (asking, listing,
+    /// checking a config) need no OpenMP settings and no restart for them.
+    fn runs_models(&self) -> bool {
+        !matches!(
+            self,
+            Command::Ask { .. }
+                | Command::Status { .. }
+                | Command::CheckConfig { .. }
+                | Command::PrintDefaultConfig
+        )
+    }
+}
+
 fn main() -> ExitCode {
-    swarm_llm::inference::restart_with_openmp_waits();
     let cli = Cli::parse();
+    if cli.command.runs_models() {
+        swarm_llm::inference::restart_with_openmp_waits();
+    }
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
