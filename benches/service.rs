@@ -2,7 +2,9 @@
 //! thread count, time to first token and decode tokens/s measured through the
 //! real service (a question published to mosquitto, the reply read back),
 //! next to llama.cpp's own `llama-bench` on the same file, threads and prompt
-//! length, as ratios, and next to llama.cpp's decode loop run in this
+//! length, as ratios (decode after as many cells as the prompt's, as an
+//! answer attends to its prompt: llama-bench's `-d`; its plain tg test from
+//! an empty context is printed beside), and next to llama.cpp's decode loop run in this
 //! process through the same library build and context settings as the
 //! service (what llama-bench's tg test does: one token per `decode`, no
 //! sampling), which parts the service's own cost from the difference
@@ -89,17 +91,24 @@ impl<'m> SameLibraryLoop<'m> {
         }
     }
 
-    /// Tokens/s decoding `gen` tokens one `decode` each, as llama-bench's tg
-    /// test does (any tokens; their logits are computed and not read).
-    fn decode_tokens_per_s(&mut self, gen: u32) -> f64 {
+    /// Tokens/s decoding `gen` tokens one `decode` each after `depth` cells
+    /// of context, as llama-bench's tg test at that depth does (any tokens;
+    /// their logits are computed and not read).
+    fn decode_tokens_per_s(&mut self, depth: u32, gen: u32) -> f64 {
         use llama_cpp_2::token::LlamaToken;
+        let token = |pos: i32| LlamaToken::new(1 + pos * 37);
         self.ctx.clear_kv_cache();
+        if depth > 0 {
+            let mut context = llama_cpp_2::llama_batch::LlamaBatch::new(depth as usize, 1);
+            for pos in 0..depth as i32 {
+                context.add(token(pos), pos, &[0], false).unwrap();
+            }
+            self.ctx.decode(&mut context).unwrap();
+        }
         let started = Instant::now();
-        for i in 0..gen as i32 {
+        for pos in depth as i32..(depth + gen) as i32 {
             self.batch.clear();
-            self.batch
-                .add(LlamaToken::new(1 + i * 37), i, &[0], true)
-                .unwrap();
+            self.batch.add(token(pos), pos, &[0], true).unwrap();
             self.ctx.decode(&mut self.batch).unwrap();
         }
         gen as f64 / started.elapsed().as_secs_f64()
@@ -119,9 +128,21 @@ async fn ask(client: &mut TestClient, payload: &[u8]) -> (serde_json::Value, f64
     (r, sent.elapsed().as_secs_f64() * 1000.0)
 }
 
-/// llama-bench's mean tokens/s for prompt processing of `prompt` tokens and
-/// generation of `gen` tokens, with the model's threads, KV cache type and mmap setting.
-fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32) -> (f64, f64) {
+/// llama-bench's figures for one model: tokens/s.
+struct Reference {
+    /// Prompt processing of the question's prompt length, from an empty context.
+    prompt: f64,
+    /// Generation after the prompt's length of cells (`-d`), as the
+    /// service decodes an answer: each token attends to the prompt's cells.
+    decode_after_prompt: f64,
+    /// Generation from an empty context (llama-bench's plain tg test).
+    decode_from_empty: f64,
+}
+
+/// llama-bench for prompt processing of `prompt` tokens and generation of
+/// `gen` tokens, from an empty context and after `prompt` cells, with the
+/// model's threads, KV cache type and mmap setting.
+fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32) -> Reference {
     let kv = model.kv_cache.as_str();
     let out = Command::new(bin)
         .arg("-m")
@@ -133,6 +154,8 @@ fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32)
             &prompt.to_string(),
             "-n",
             &gen.to_string(),
+            "-d",
+            &format!("0,{prompt}"),
         ])
         .args([
             "-ctk",
@@ -152,13 +175,20 @@ fn llama_bench(bin: &str, model: &ModelConfig, prompt: u32, gen: u32, runs: u32)
     );
     let rows: Vec<serde_json::Value> =
         serde_json::from_slice(&out.stdout).expect("llama-bench JSON");
-    let ts = |want_prompt: bool| {
+    let ts = |prompt_test: bool, depth: u32| {
         rows.iter()
-            .find(|r| (r["n_prompt"].as_u64().unwrap() > 0) == want_prompt)
+            .find(|r| {
+                (r["n_prompt"].as_u64().unwrap() > 0) == prompt_test
+                    && r["n_depth"].as_u64() == Some(depth as u64)
+            })
             .and_then(|r| r["avg_ts"].as_f64())
             .expect("llama-bench row")
     };
-    (ts(true), ts(false))
+    Reference {
+        prompt: ts(true, 0),
+        decode_after_prompt: ts(false, prompt),
+        decode_from_empty: ts(false, 0),
+    }
 }
 
 #[tokio::main]
@@ -206,14 +236,14 @@ async fn main() {
         let loop_model = load_model(&config.models[0]);
         let mut same_library = SameLibraryLoop::new(&loop_model, &config.models[0]);
         // Warm-up: first touch of the weights on both sides, and the prompt's length.
-        same_library.decode_tokens_per_s(gen);
         let (r, _) = ask(&mut client, &payload).await;
         let prompt_tokens = r["prompt_tokens"].as_u64().unwrap() as u32;
+        same_library.decode_tokens_per_s(prompt_tokens, gen);
         let per_round = 2;
         let rounds = runs.div_ceil(per_round).max(1);
         let (mut ttft, mut decode, mut overhead, mut short) = (vec![], vec![], vec![], 0);
         let (mut ref_pp, mut ref_tg, mut ratios) = (vec![], vec![], vec![]);
-        let mut same_library_ratios = vec![];
+        let (mut from_empty_ratios, mut same_library_ratios) = (vec![], vec![]);
         for _ in 0..rounds {
             let mut round = vec![];
             for _ in 0..per_round {
@@ -231,14 +261,16 @@ async fn main() {
                 round.push((tokens - 1.0) / (decode_ms / 1000.0));
                 overhead.push(rtt_ms - prompt_ms - decode_ms);
             }
-            let (pp_ts, tg_ts) =
+            let reference =
                 llama_bench(&llama_bench_bin, &config.models[0], prompt_tokens, gen, 1);
             let round_mean = round.iter().sum::<f64>() / round.len() as f64;
-            ratios.push(round_mean / tg_ts);
-            same_library_ratios.push(round_mean / same_library.decode_tokens_per_s(gen));
+            ratios.push(round_mean / reference.decode_after_prompt);
+            from_empty_ratios.push(round_mean / reference.decode_from_empty);
+            let same_library_ts = same_library.decode_tokens_per_s(prompt_tokens, gen);
+            same_library_ratios.push(round_mean / same_library_ts);
             decode.extend(round);
-            ref_pp.push(pp_ts);
-            ref_tg.push(tg_ts);
+            ref_pp.push(reference.prompt);
+            ref_tg.push(reference.decode_after_prompt);
         }
         drop(service);
         drop(same_library);
@@ -266,12 +298,17 @@ async fn main() {
             overhead.p95
         );
         println!(
-            "         decode ratio over {rounds} rounds: median {:.2}, {:.2} to {:.2}",
+            "         decode ratio over {rounds} rounds, against llama-bench's tg after {prompt_tokens} cells (-d {prompt_tokens}): median {:.2}, {:.2} to {:.2}",
             ratio.p50, ratio.min, ratio.max
+        );
+        let from_empty = stats(from_empty_ratios);
+        println!(
+            "         against llama-bench's tg from an empty context (-d 0, less work a token): median {:.2}, {:.2} to {:.2}",
+            from_empty.p50, from_empty.min, from_empty.max
         );
         let same = stats(same_library_ratios);
         println!(
-            "         against llama.cpp's decode loop in the library the service links: median {:.2}, {:.2} to {:.2}",
+            "         against llama.cpp's decode loop in the library the service links, after {prompt_tokens} cells: median {:.2}, {:.2} to {:.2}",
             same.p50, same.min, same.max
         );
         if short > 0 {
