@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
 use swarm_llm::inference;
+use swarm_llm::measuring::eval::percentile;
 use swarm_llm::mqtt::PublishProps;
 
 /// A question whose honest answer is long, so every run decodes the full budget.
@@ -44,7 +45,8 @@ struct Stats {
 
 fn stats(mut xs: Vec<f64>) -> Stats {
     xs.sort_by(f64::total_cmp);
-    let q = |p: f64| xs[((xs.len() - 1) as f64 * p).round() as usize];
+    // Interpolated: the median of an even count is the mean of the middle two.
+    let q = |p: f64| percentile(&xs, p).expect("at least one value");
     Stats {
         mean: xs.iter().sum::<f64>() / xs.len() as f64,
         p50: q(0.5),

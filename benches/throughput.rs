@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
+use swarm_llm::measuring::eval::percentile;
 use swarm_llm::mqtt::PublishProps;
 
 const ASKERS: [usize; 3] = [1, 4, 8];
@@ -52,11 +53,12 @@ struct Run {
     routes: Vec<(String, usize, f64, f64)>,
 }
 
-/// The `p` quantile of some latencies.
+/// The `p` quantile of some latencies, interpolated between the two nearest
+/// ranks (the median of two rounds' ratios is their mean, not the better one).
 fn quantile(seconds: &[f64], p: f64) -> f64 {
     let mut s = seconds.to_vec();
     s.sort_by(f64::total_cmp);
-    s[((s.len() - 1) as f64 * p).round() as usize]
+    percentile(&s, p).expect("at least one value")
 }
 
 fn summarise(answers: Vec<Answered>, wall: Duration) -> Run {

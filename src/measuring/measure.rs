@@ -674,9 +674,5 @@ pub async fn bench_model(
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
+    super::eval::percentile(values, 0.5).unwrap_or(f64::NAN)
 }
