@@ -2,12 +2,12 @@
 //! thread count, time to first token and decode tokens/s measured through the
 //! real service (a question published to mosquitto, the reply read back),
 //! next to llama.cpp's own `llama-bench` on the same file, threads and prompt
-//! length, as ratios (decode after as many cells as the prompt's, as an
-//! answer attends to its prompt: llama-bench's `-d`; its plain tg test from
-//! an empty context is printed beside), and next to llama.cpp's decode loop run in this
-//! process through the same library build and context settings as the
-//! service (what llama-bench's tg test does: one token per `decode`, no
-//! sampling), which parts the service's own cost from the difference
+//! length, as ratios (decode after as many cells as the prompt has, since
+//! an answer attends to its prompt: llama-bench's `-d`; its plain tg test
+//! from an empty context is printed beside), and next to llama.cpp's decode
+//! loop run in this process through the same library build and context
+//! settings as the service (what llama-bench's tg test does: one token per
+//! `decode`, no sampling), which parts the service's own cost from the difference
 //! between llama.cpp versions (llama-bench is built from llama-cpp-python's
 //! sources, the service links llama-cpp-sys-2's); the MQTT-in to MQTT-out
 //! time beyond inference; and the service's resident memory with all three
@@ -263,8 +263,7 @@ async fn main() {
                 round.push((tokens - 1.0) / (decode_ms / 1000.0));
                 overhead.push(rtt_ms - prompt_ms - decode_ms);
             }
-            let reference =
-                llama_bench(&llama_bench_bin, &config.models[0], prompt_tokens, gen, 1);
+            let reference = llama_bench(&llama_bench_bin, &config.models[0], prompt_tokens, gen, 1);
             let round_mean = round.iter().sum::<f64>() / round.len() as f64;
             ratios.push(round_mean / reference.decode_after_prompt);
             from_empty_ratios.push(round_mean / reference.decode_from_empty);
