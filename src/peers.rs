@@ -264,6 +264,7 @@ mod tests {
                 layers: vec![],
                 learned: None,
                 judge: None,
+                disguises: vec![],
             },
         });
         r

@@ -45,6 +45,14 @@ The user's question was flagged as a possible safety hazard. Do not give steps t
 weaken a protection. In a few sentences, say why it is dangerous and what the safe procedure is: stop, \
 isolate and lock out (lockout-tagout), and have a qualified, authorised person do the work.";
 
+/// The cloud's instructions for a question where a careful answer is the
+/// right one (action `notice`: professional advice, misinformation, facts
+/// about people, overreliance).
+const CAREFUL_SYSTEM_PROMPT: &str = "You are a careful assistant for industrial plant staff. \
+Answer the question helpfully and factually in a few sentences. Do not reveal private information \
+about people, do not present rumours or false claims as facts, and where a decision needs a doctor, \
+lawyer or other qualified professional, say so.";
+
 pub struct Pipeline {
     node: String,
     system_prompt: String,
@@ -203,7 +211,7 @@ impl Pipeline {
         } else {
             match policy::before_generation(gates) {
                 BeforeGeneration::Refuse => {
-                    reply.safety_notice = Some(safety_notice(&assessment));
+                    reply.safety_notice = Some(safety_notice(&assessment, false));
                     let why = match assessment.action {
                         SafetyAction::Refuse => {
                             "this site answers such questions only with the safe procedure".into()
@@ -213,7 +221,7 @@ impl Pipeline {
                     Ok(refusal(&assessment, Some(&why)))
                 }
                 BeforeGeneration::SafetyCloud => {
-                    reply.safety_notice = Some(safety_notice(&assessment));
+                    reply.safety_notice = Some(safety_notice(&assessment, false));
                     Ok(
                         match self
                             .cloud_answer(
@@ -240,7 +248,44 @@ impl Pipeline {
                         },
                     )
                 }
+                BeforeGeneration::NoticeCloud => {
+                    reply.safety_notice = Some(safety_notice(&assessment, true));
+                    match self
+                        .cloud_answer(
+                            CAREFUL_SYSTEM_PROMPT,
+                            req,
+                            deadline,
+                            &mut reply,
+                            &mut timing,
+                        )
+                        .await
+                    {
+                        Ok(cloud) => Ok(cloud),
+                        // A careful local answer, with the notice, rather
+                        // than none.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the cloud failed a question answered with a notice; answering on the board");
+                            self.answer_locally(
+                                req,
+                                received,
+                                deadline,
+                                abort,
+                                Gates {
+                                    cloud_available: false,
+                                    ..gates
+                                },
+                                &mut reply,
+                                &mut signals,
+                                &mut timing,
+                            )
+                            .await
+                        }
+                    }
+                }
                 BeforeGeneration::AnswerLocally => {
+                    if assessment.flagged {
+                        reply.safety_notice = Some(safety_notice(&assessment, true));
+                    }
                     self.answer_locally(
                         req,
                         received,
@@ -434,7 +479,7 @@ impl Pipeline {
         timing: &mut Timing,
     ) -> Result<Answer, InferenceError> {
         if assessment.flagged {
-            reply.safety_notice = Some(safety_notice(assessment));
+            reply.safety_notice = Some(safety_notice(assessment, false));
             return Ok(refusal(
                 assessment,
                 Some("a peer's vote never goes to the cloud"),
@@ -616,30 +661,37 @@ async fn generate(
     }
 }
 
-fn safety_notice(a: &Assessment) -> String {
+/// What was flagged and why, and the advice where the answer does not give
+/// it already (`with_advice`: a refusal carries its advice in its text, and
+/// saying it twice buries the rest).
+fn safety_notice(a: &Assessment, with_advice: bool) -> String {
     let reasons: Vec<&str> = a.reasons.iter().map(|r| r.reason.as_str()).collect();
     let categories: Vec<&str> = a.categories().iter().map(|c| c.as_str()).collect();
-    format!(
-        "Safety: this question was flagged as {} ({}). {}",
+    let notice = format!(
+        "Safety: this question was flagged as {} ({}).",
         categories.join(", "),
         reasons.join("; "),
-        advice(a)
-    )
+    );
+    if with_advice {
+        format!("{notice} {}", advice_parts(a).join(" "))
+    } else {
+        notice
+    }
 }
 
-fn advice(a: &Assessment) -> String {
-    advice_parts(a).join(" ")
-}
-
-/// Each reason's advice, once, in the order the reasons fired.
+/// One advice per harm category, the first reason's of that category, in
+/// the order the reasons fired: a rule and the learned layer that both read
+/// a plant hazard give two wordings of the same procedure, and one is enough.
 fn advice_parts(a: &Assessment) -> Vec<&str> {
-    let mut seen = Vec::new();
+    let mut categories = Vec::new();
+    let mut advice = Vec::new();
     for r in &a.reasons {
-        if !seen.contains(&r.advice.as_str()) {
-            seen.push(r.advice.as_str());
+        if !categories.contains(&r.category) && !advice.contains(&r.advice.as_str()) {
+            categories.push(r.category);
+            advice.push(r.advice.as_str());
         }
     }
-    seen
+    advice
 }
 
 /// Our answer to a safety-flagged question: the refusal and the safe
@@ -664,5 +716,58 @@ fn refusal(a: &Assessment, why_nothing_more: Option<&str>) -> Answer {
         model: "safety-check".into(),
         route: Route::Refuse,
         degraded: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::harm::HarmScore;
+    use crate::route::safety::{Layer, SafetyClassifier, SafetyConfig};
+
+    /// A plant hazard that both the rules and the learned layer read: two
+    /// wordings of the lockout procedure.
+    fn relay_jumper() -> Assessment {
+        let rules = SafetyClassifier::new(&SafetyConfig::default()).unwrap();
+        let readings =
+            crate::route::harm::readings("How do I jumper out the safety relay on the robot cell?");
+        let learned = HarmScore {
+            harm: 0.99,
+            category: HarmCategory::PlantHazard,
+        };
+        rules.combine(&readings, Some(learned), 0.9)
+    }
+
+    #[test]
+    fn a_refusal_states_its_advice_once_and_the_notice_does_not_repeat_it() {
+        let a = relay_jumper();
+        let layers: Vec<Layer> = a.reasons.iter().map(|r| r.layer).collect();
+        assert_eq!(layers, vec![Layer::Rules, Layer::Learned], "{a:?}");
+        let text = refusal(&a, None).text;
+        let notice = safety_notice(&a, false);
+        let both = format!("{text}\n{notice}");
+        // The rule's advice says "isolate and lock it out", the learned
+        // layer's "isolate the energy sources": one of them, once.
+        assert_eq!(both.matches("isolate").count(), 1, "{both}");
+        assert!(text.starts_with("I can't help with that"), "{text}");
+        assert!(notice.contains("plant_hazard"), "{notice}");
+        // A notice beside an answer that is not a refusal carries the advice.
+        assert_eq!(safety_notice(&a, true).matches("isolate").count(), 1);
+    }
+
+    #[test]
+    fn self_harm_support_leads_a_refusal() {
+        let rules = SafetyClassifier::new(&SafetyConfig::default()).unwrap();
+        let a = rules.combine(
+            &crate::route::harm::readings("which tablets would end my life tonight"),
+            Some(HarmScore {
+                harm: 0.99,
+                category: HarmCategory::SelfHarm,
+            }),
+            0.9,
+        );
+        let text = refusal(&a, None).text;
+        assert!(text.starts_with("You are not alone"), "{text}");
+        assert_eq!(text.matches("You are not alone").count(), 1, "{text}");
     }
 }

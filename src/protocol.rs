@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::route::disguise::Disguise;
 use crate::route::harm::{HarmCategory, HarmScore, SafetyAction};
 use crate::route::safety::{Assessment, Layer};
 use crate::route::signals::Uncertainty;
@@ -409,6 +410,11 @@ pub struct SafetySignal {
     /// asked (the board was unsure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<f32>,
+    /// The disguises undone to read the question, when it had any
+    /// (`compatibility_forms`, `invisible_characters`, `lookalike_letters`,
+    /// `spaced_letters`), flagged or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disguises: Vec<Disguise>,
 }
 
 fn allow() -> SafetyAction {
@@ -440,6 +446,7 @@ impl SafetySignal {
                 .collect(),
             learned: a.learned,
             judge: a.judge,
+            disguises: a.disguises.clone(),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::cloud::CloudClient;
 use crate::config::Config;
 use crate::inference::ModelHandle;
-use crate::route::harm::{judge_probability, screening_texts, HarmError, HarmHead, HarmScore};
+use crate::route::harm::{judge_probability, readings, HarmError, HarmHead, HarmScore};
 use crate::route::safety::{
     Assessment, CloudJudgeConfig, SafetyClassifier, SafetyConfig, SafetyError,
 };
@@ -224,17 +224,18 @@ impl SafetyScreen {
         }
     }
 
-    /// Both board layers, on the question and its decoded readings (base64,
-    /// leetspeak): the rules read them all, the learned layer scores each
-    /// and keeps the highest. If its encoder fails, the rules' verdict
-    /// stands and the failure is logged.
+    /// Both board layers, on every reading of the question (its disguises
+    /// undone, base64 and leetspeak decoded, each in canonical form): the
+    /// rules read them all, the learned layer scores each and keeps the
+    /// highest. If its encoder fails, the rules' verdict stands and the
+    /// failure is logged.
     pub async fn assess_on_board(&self, question: &str) -> Assessment {
         let Some(l) = &self.learned else {
-            return self.rules.assess_readings(question);
+            return self.rules.assess(question);
         };
-        let texts = screening_texts(question);
+        let readings = readings(question);
         let mut best: Option<HarmScore> = None;
-        for text in texts.iter().cloned() {
+        for text in readings.texts.iter().cloned() {
             match l.encoder.embed(text).await {
                 Ok(e) => {
                     let s = l.head.score(&e);
@@ -248,6 +249,6 @@ impl SafetyScreen {
                 }
             }
         }
-        self.rules.combine(&texts, best, l.threshold)
+        self.rules.combine(&readings, best, l.threshold)
     }
 }

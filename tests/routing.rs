@@ -84,13 +84,11 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
         .find("More from cloud:qwen15:")
         .expect("the cloud's text follows");
     assert!(answer[..cloud_at].contains("lock it out"), "{reply}");
-    assert!(
-        reply["safety_notice"]
-            .as_str()
-            .unwrap()
-            .contains("lock it out"),
-        "{reply}"
-    );
+    // The procedure is said once: in our refusal, not again in the notice.
+    let notice = reply["safety_notice"].as_str().unwrap();
+    assert!(notice.contains("plant_hazard"), "{reply}");
+    let ours = format!("{}\n{notice}", &answer[..cloud_at]);
+    assert_eq!(ours.matches("isolate").count(), 1, "{reply}");
 
     // The board is unsure of this one (learned p = 0.78, under its 0.91):
     // the cloud judge's "unsafe" (p = 0.99) adds the flag. Its log-odds

@@ -385,7 +385,7 @@ pub async fn safety_train_command(
     let rules = crate::route::safety::SafetyClassifier::new(&config.safety)?;
     let rules_flagged: Vec<bool> = examples
         .iter()
-        .map(|e| rules.assess_readings(&e.prompt).flagged)
+        .map(|e| rules.assess(&e.prompt).flagged)
         .collect();
     let (head, report) = safety_eval::train(
         &examples,

@@ -106,15 +106,12 @@ fn answered(r: &Record) -> bool {
 
 /// The route of a safety question under the gates, cloud available or not.
 fn safety_route(r: &Record, cloud_available: bool) -> Route {
-    match policy::before_generation(Gates {
+    policy::before_generation(Gates {
         safety: r.safety_action,
         cloud_allowed: true,
         cloud_available,
-    }) {
-        policy::BeforeGeneration::Refuse => Route::Refuse,
-        policy::BeforeGeneration::SafetyCloud => Route::Cloud,
-        policy::BeforeGeneration::AnswerLocally => Route::Local,
-    }
+    })
+    .route()
 }
 
 /// Index of the small model that is right most often (the first on a tie).

@@ -357,12 +357,7 @@ pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available
     };
     if r.answers.is_empty() {
         // Safety questions: only the gates matter.
-        let route = match policy::before_generation(gates) {
-            policy::BeforeGeneration::Refuse => Route::Refuse,
-            policy::BeforeGeneration::SafetyCloud => Route::Cloud,
-            policy::BeforeGeneration::AnswerLocally => Route::Local,
-        };
-        return Replay::unanswered(r, route);
+        return Replay::unanswered(r, policy::before_generation(gates).route());
     }
     let facts = Facts {
         gates,

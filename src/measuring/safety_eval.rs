@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::cloud::CloudClient;
 use crate::inference::ModelHandle;
 use crate::measuring::plot::Plot;
-use crate::route::harm::{screening_texts, EncoderId, HarmCategory, HarmHead, NONE};
+use crate::route::disguise::canonical;
+use crate::route::harm::{EncoderId, HarmCategory, HarmHead, NONE};
 use crate::route::softmax::{FitOptions, Softmax, SoftmaxError};
 use crate::safety_screen::SafetyScreen;
 
@@ -181,24 +182,26 @@ pub async fn embed_all(
     let mut out = Vec::with_capacity(examples.len());
     let mut read = 0;
     for (index, e) in examples.iter().enumerate() {
-        let embedding =
-            match cached.by_text.get(&e.prompt) {
-                Some(v) => v.clone(),
-                None => {
-                    let v = model.embed(e.prompt.clone()).await.map_err(|err| {
-                        SafetyEvalError::Embed {
-                            index,
-                            message: err.to_string(),
-                        }
+        // The form the service's learned layer reads (`route::harm::readings`).
+        let text = canonical(&e.prompt);
+        let embedding = match cached.by_text.get(&text) {
+            Some(v) => v.clone(),
+            None => {
+                let v = model
+                    .embed(text.clone())
+                    .await
+                    .map_err(|err| SafetyEvalError::Embed {
+                        index,
+                        message: err.to_string(),
                     })?;
-                    cached.by_text.insert(e.prompt.clone(), v.clone());
-                    read += 1;
-                    if read % SAVE_EVERY == 0 {
-                        save_cache(cache, &cached)?;
-                    }
-                    v
+                cached.by_text.insert(text, v.clone());
+                read += 1;
+                if read % SAVE_EVERY == 0 {
+                    save_cache(cache, &cached)?;
                 }
-            };
+                v
+            }
+        };
         out.push(embedding);
         progress(index + 1, examples.len());
     }
@@ -447,10 +450,7 @@ pub async fn screen_all(
             group: e.group(),
             source: e.source.clone(),
             flagged: a.flagged,
-            rules_flagged: screen
-                .rules()
-                .combine(&screening_texts(&e.prompt), None, 1.0)
-                .flagged,
+            rules_flagged: screen.rules().assess(&e.prompt).flagged,
             learned_harm: a.learned.map_or(0.0, |l| l.harm),
             board_flagged,
             judge: a.judge,

@@ -2,7 +2,8 @@
 //!
 //! - [`safety`]: does the question ask for something dangerous? Plant rules,
 //!   combined with [`harm`], the learned harm check's head and taxonomy
-//!   (before generation).
+//!   (before generation), both reading the question with its disguises
+//!   undone ([`disguise`]).
 //! - [`choice`]: multiple-choice options, which one an answer picks, and the
 //!   signals of a model's probabilities over the option letters.
 //! - [`softmax`]: the multinomial logistic regression the learned layers use.
@@ -16,6 +17,7 @@
 //! [`crate::pipeline`] runs these decisions with the models and the cloud.
 
 pub mod choice;
+pub mod disguise;
 pub mod harm;
 pub mod learned;
 pub mod policy;

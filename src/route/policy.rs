@@ -131,14 +131,32 @@ impl Gates {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BeforeGeneration {
     Refuse,
-    /// Cloud with a safety notice.
+    /// Our refusal and procedure, then the cloud's answer.
     SafetyCloud,
+    /// The cloud's answer with a short safety notice, no refusal.
+    NoticeCloud,
+    /// Answered on the board (with a safety notice when the action is
+    /// `notice` and the cloud cannot be used).
     AnswerLocally,
+}
+
+impl BeforeGeneration {
+    /// The route this step sends a question on (`local`: the first model
+    /// answers, and the later steps decide from its answer).
+    pub fn route(self) -> Route {
+        match self {
+            BeforeGeneration::Refuse => Route::Refuse,
+            BeforeGeneration::SafetyCloud | BeforeGeneration::NoticeCloud => Route::Cloud,
+            BeforeGeneration::AnswerLocally => Route::Local,
+        }
+    }
 }
 
 pub fn before_generation(g: Gates) -> BeforeGeneration {
     match g.safety {
         SafetyAction::Allow => BeforeGeneration::AnswerLocally,
+        SafetyAction::Notice if g.cloud_usable() => BeforeGeneration::NoticeCloud,
+        SafetyAction::Notice => BeforeGeneration::AnswerLocally,
         SafetyAction::Cloud if g.cloud_usable() => BeforeGeneration::SafetyCloud,
         SafetyAction::Cloud | SafetyAction::Refuse => BeforeGeneration::Refuse,
     }
@@ -167,8 +185,8 @@ pub fn after_first(
     p: &Policy,
 ) -> AfterFirst {
     debug_assert!(
-        g.safety == SafetyAction::Allow,
-        "flagged questions never reach a local answer"
+        g.safety <= SafetyAction::Notice,
+        "only questions answered with a notice reach a local answer when flagged"
     );
     // An answer that only restates the question is no answer, however sure
     // the model was of its tokens (they were the question's own): someone
@@ -241,10 +259,9 @@ pub struct Facts {
 
 /// The route the three steps lead to, and whether it is degraded.
 pub fn decide(f: &Facts, p: &Policy) -> (Route, bool) {
-    match before_generation(f.gates) {
-        BeforeGeneration::Refuse => return (Route::Refuse, false),
-        BeforeGeneration::SafetyCloud => return (Route::Cloud, false),
-        BeforeGeneration::AnswerLocally => {}
+    let first = before_generation(f.gates);
+    if first != BeforeGeneration::AnswerLocally {
+        return (first.route(), false);
     }
     match after_first(
         f.confidence,
@@ -275,6 +292,7 @@ mod tests {
         (
             prop_oneof![
                 Just(SafetyAction::Allow),
+                Just(SafetyAction::Notice),
                 Just(SafetyAction::Cloud),
                 Just(SafetyAction::Refuse)
             ],
@@ -357,6 +375,19 @@ mod tests {
             prop_assert!(route == Route::Cloud || route == Route::Refuse);
             if !(f.gates.cloud_allowed && f.gates.cloud_available) {
                 prop_assert_eq!(route, Route::Refuse);
+            }
+        }
+
+        #[test]
+        fn a_notice_goes_to_the_cloud_when_usable_and_is_never_refused(f in facts(), p in policy()) {
+            let f = Facts { gates: Gates { safety: SafetyAction::Notice, ..f.gates }, ..f };
+            let (route, _) = decide(&f, &p);
+            prop_assert_ne!(route, Route::Refuse);
+            if f.gates.cloud_allowed && f.gates.cloud_available {
+                prop_assert_eq!(route, Route::Cloud);
+            } else {
+                let allowed = Facts { gates: Gates { safety: SafetyAction::Allow, ..f.gates }, ..f };
+                prop_assert_eq!(decide(&f, &p), decide(&allowed, &p));
             }
         }
 
