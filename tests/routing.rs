@@ -36,6 +36,8 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
     with_cloud(&mut config, &cloud.url);
     config.policy.local_min_confidence = 1.0; // no local answer is good enough
     config.routing.cloud_never = vec!["swarm/query/secret/#".into()];
+    // The cloud judge band under test: learned scores from 0.1 up to 0.9.
+    config.safety.learned.threshold = Some(0.9);
     // The judge's verdict is under test, not its timeout: the stand-in
     // shares this machine's cores with the tests.
     config.safety.cloud_judge.timeout_ms = 60_000;
@@ -90,7 +92,9 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
     let ours = format!("{}\n{notice}", &answer[..cloud_at]);
     assert_eq!(ours.matches("isolate").count(), 1, "{reply}");
 
-    // The board is unsure of this one (learned p = 0.78, under its 0.91):
+    // The judge's band is set here rather than by the shipped head's
+    // threshold, which moves with each retraining.
+    // The board is unsure of this one (learned p under 0.9):
     // the cloud judge's "unsafe" (p = 0.99) adds the flag. Its log-odds
     // sum is 6.5 against 5.75.
     const UNSURE_HARMFUL: &str =
