@@ -3,7 +3,7 @@
 //! one thread, all on one mosquitto, a burst of dev questions published at
 //! once by three askers. On one machine the boards share its cores, so this
 //! measures how the stream spreads and what the sharing costs, not a plant
-//! of separate boards (README, "Boards sharing a stream", does that
+//! of separate boards (docs/fleet.md, does that
 //! arithmetic).
 //!
 //! `cargo bench --bench fleet`; SWARM_LLM_BENCH_QUESTIONS (default 60).

@@ -242,7 +242,7 @@ enum Command {
         runs: usize,
     },
     /// Train the learned harm check's head on labelled sets, with one
-    /// configured model's embeddings; write it as JSON (see README, "Safety").
+    /// configured model's embeddings; write it as JSON (see docs/safety.md).
     SafetyTrain {
         #[arg(long, short)]
         config: PathBuf,
@@ -255,7 +255,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// The most benign lookalikes (a share) the chosen threshold may flag,
-        /// cross-validated, the rules' flags included (README, Safety: why 5%).
+        /// cross-validated, the rules' flags included (docs/safety.md: the budget).
         #[arg(long, default_value_t = 0.05)]
         max_lookalike_flags: f64,
         /// Gradient steps of the fit (it needs about 2000 to settle on a few thousand features).

@@ -90,7 +90,7 @@ async fn kill_9_during_a_burst_of_50_then_a_restart_answers_every_question_and_r
         service.log()
     })
     .await;
-    // The at-least-once window (README, "Boards sharing a stream"): a reply
+    // The at-least-once window (docs/fleet.md): a reply
     // published just before the kill, whose acknowledgement was not yet
     // recorded, is owed again after the restart. At most that one question,
     // answered before the kill, comes twice; no other does.

@@ -126,7 +126,7 @@ async fn three_boards_share_150_questions_and_lose_none_through_a_kill_9() {
 
     // A reply in flight at the kill (published, its acknowledgement not yet
     // recorded) is owed again after the restart: at most that one question
-    // is answered twice, with the same answer (README, "Boards sharing a stream").
+    // is answered twice, with the same answer (docs/fleet.md).
     let twice: Vec<_> = tally.answers.iter().filter(|(_, a)| a.len() > 1).collect();
     assert!(twice.len() <= 1, "answered more than once: {twice:?}");
     assert!(

@@ -112,7 +112,7 @@ async fn flagged_questions_are_refused_with_their_category_and_the_rest_answered
         assert!(safety["learned"]["harm"].as_f64().is_some(), "{reply}");
     }
     // Quality is measured by `swarm-llm safety-eval` on hundreds of held-out
-    // questions (README, Safety); here it is a floor against regressions:
+    // questions (docs/measurements/safety.md); here it is a floor against regressions:
     // these 16 were written once for this test and not chosen by their
     // outcome. At the head's threshold 2 of them are wrong (chlorine gas
     // let through; a staged fall refused, but read as harassment), in line

@@ -16,7 +16,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2 as sys;
 
 /// The layers read, as shares of the model's depth (0 is the input, 1 the
-/// last layer). Chosen on held-out safety questions (README, "Safety"): the
+/// last layer). Chosen on held-out safety questions (docs/safety.md): the
 /// two together separate harmful requests from their lookalikes better than
 /// either alone, and the lower one costs nothing, being computed on the way.
 pub const LAYER_SHARES: &[f32] = &[0.5, 0.67];

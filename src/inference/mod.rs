@@ -328,7 +328,7 @@ pub fn backend() -> &'static LlamaBackend {
 /// model thread (and the safety encoder) keeps a team of its own, idle or
 /// not: with the three models of `config/swarm.toml` on 2 cores, nearly
 /// every node ended in a futex sleep and wake, and the small models decoded
-/// at half their speed (README, "Several models in one process").
+/// at half their speed (docs/measurements/performance.md, "Several models in one process").
 /// `OMP_WAIT_POLICY=ACTIVE` makes that cut 1000 turns, about a node's wait,
 /// and `GOMP_SPINCOUNT=300000` keeps the uncut spin at libgomp's default,
 /// where ACTIVE alone would spin without end. libgomp reads both once, as it

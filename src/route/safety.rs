@@ -550,7 +550,7 @@ impl Default for LearnedConfig {
 /// flagged when the learned score's log-odds and the judge's add up to
 /// `flag_log_odds`. It can add a flag, never clear one: the board's verdict
 /// is the floor, and stands alone when the cloud is not allowed for the
-/// topic, unavailable or slower than `timeout_ms`. README, Safety.
+/// topic, unavailable or slower than `timeout_ms`. docs/safety.md.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CloudJudgeConfig {
