@@ -64,7 +64,7 @@ static SPACED: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Reverses the disguises of [`Disguise`], in this order: compatibility
-/// forms, invisible characters, lookalike letters, spaced letters.
+/// forms, invisible characters, spaced letters, lookalike letters.
 pub fn undo(question: &str) -> Undone {
     let mut disguises = Vec::new();
     let mut text: String = question.nfkc().collect();
@@ -77,15 +77,22 @@ pub fn undo(question: &str) -> Undone {
         text = INVISIBLE.replace_all(&text, "").into_owned();
         disguises.push(Disguise::InvisibleCharacters);
     }
-    let latin = latin_lookalikes(&text);
-    if latin != text {
-        text = latin;
-        disguises.push(Disguise::LookalikeLetters);
-    }
+    // Joined before the lookalikes are read: a word spelled out in mixed
+    // scripts is one word only once joined.
     let joined = join_spaced_letters(&text);
     if joined != text {
         text = joined;
         disguises.push(Disguise::SpacedLetters);
+    }
+    // Each pass only turns letters into ASCII ones, so it ends; a second
+    // pass is needed when the first made the text mostly Latin.
+    let mut latin = latin_lookalikes(&text);
+    if latin != text {
+        while latin != text {
+            text = latin;
+            latin = latin_lookalikes(&text);
+        }
+        disguises.push(Disguise::LookalikeLetters);
     }
     Undone { text, disguises }
 }
@@ -237,6 +244,9 @@ mod tests {
                 vec![Disguise::LookalikeLetters]
             )
         );
+        // Mapping one word can make the text mostly Latin, and then the
+        // rest is read as Latin too (found by the idempotence property).
+        assert_eq!(undone("\u{03B3}\u{0430} \u{0430}aa").0, "ya aaa");
         // A whole word in lookalikes inside an English sentence.
         assert_eq!(
             undone("disable the \u{0430}\u{0441}\u{0441}\u{0435}ss door switch").0,
@@ -263,6 +273,14 @@ mod tests {
             "\u{043E}\u{0431}\u{0445}\u{043E}\u{0434}"
         );
         assert_eq!(undone("a b o m b").0, "a bomb");
+        // Spelled out in mixed scripts: joined, then read as Latin.
+        assert_eq!(
+            undone("x \u{03B1}-\u{03B1}"),
+            (
+                "xaa".into(),
+                vec![Disguise::SpacedLetters, Disguise::LookalikeLetters]
+            )
+        );
         // Two letters are not a word spelled out.
         assert_eq!(undone("an a b test").1, vec![]);
     }
