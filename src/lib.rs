@@ -54,9 +54,11 @@ pub mod ask;
 pub mod breaker;
 pub mod cloud;
 pub mod config;
+pub mod identity;
 pub mod inference;
 pub mod journal;
 pub mod logging;
+#[cfg(feature = "measure")]
 pub mod measuring;
 pub mod metrics;
 pub mod mqtt;

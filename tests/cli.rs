@@ -184,3 +184,73 @@ fn the_harm_heads_model_under_another_prompt_template_is_refused_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn check_config_reads_drop_ins_from_the_environment_and_names_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.gguf"), b"").unwrap();
+    let file = dir.path().join("swarm.toml");
+    std::fs::write(&file, "[[models]]\nname = \"m\"\npath = \"model.gguf\"\n").unwrap();
+    let drop_ins = dir.path().join("swarm.toml.d");
+    std::fs::create_dir(&drop_ins).unwrap();
+    std::fs::write(
+        drop_ins.join("10-site.toml"),
+        "[mqtt]\nhost = \"broker.plant\"\n",
+    )
+    .unwrap();
+    std::fs::write(drop_ins.join("50-board.toml"), "node = \"press-07\"\n").unwrap();
+    // No argument: the file comes from SWARM_LLM_CONFIG.
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("SWARM_LLM_CONFIG", &file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("10-site.toml")
+            && said.contains("50-board.toml")
+            && said.contains("node press-07"),
+        "{said}"
+    );
+    std::fs::write(drop_ins.join("50-board.toml"), "node = \"press 07\"\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .env("SWARM_LLM_CONFIG", &file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("- node (") && err.contains("50-board.toml):"),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line_definition() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(script.contains("check-config") && script.contains("--deadline-ms"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["man", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let page = std::fs::read_to_string(dir.path().join("swarm-llm.1")).unwrap();
+    assert!(
+        page.contains("EX_CONFIG"),
+        "the exit codes are in the man page"
+    );
+    assert!(dir.path().join("swarm-llm-run.1").is_file());
+}

@@ -14,8 +14,10 @@
 //!   safety check on labelled sets (flag rates per category, threshold curve, cost).
 //! - [`plot`]: the SVG line plot those curves are drawn with.
 //! - [`commands`]: the command bodies that tie these to the command line.
+//! - [`cli`]: the commands' arguments and which body each runs.
 
 pub mod calibrate;
+pub mod cli;
 pub mod commands;
 pub mod eval;
 pub mod learn;

@@ -104,8 +104,9 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nuser root\npersistence true\npersistence_location {}/\n{}",
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\nuser root\npersistence true\npersistence_location {}/\nlog_dest file {}\n{}",
                 dir.display(),
+                dir.join("mosquitto.log").display(),
                 std::fs::read_to_string(dir.join("extra.conf")).unwrap_or_default()
             ),
         )
@@ -123,6 +124,11 @@ impl Broker {
 
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log: connections, disconnections and why.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.log")
     }
 }
 

@@ -19,10 +19,25 @@ use crate::route::harm::HarmHead;
 use crate::route::policy::Policy;
 use crate::route::safety::{SafetyClassifier, SafetyConfig};
 
-/// Process exit code for a configuration problem (`EX_CONFIG` from sysexits.h);
-/// the unit file lists it in `RestartPreventExitStatus` so a bad file does not
-/// restart-loop.
-pub const EXIT_CONFIG: i32 = 78;
+mod layers;
+pub use layers::{drop_in_dir, Layers};
+
+/// Where `swarm-llm run` and `check-config` look for the config when no
+/// `--config` is given and `SWARM_LLM_CONFIG` is unset; its drop-ins are in
+/// `/etc/swarm-llm/swarm.toml.d/`.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/swarm-llm/swarm.toml";
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "SWARM_LLM_CONFIG";
+
+/// The config file a command reads: `--config`, else `$SWARM_LLM_CONFIG`,
+/// else the board's /etc/swarm-llm/swarm.toml; its drop-ins come with it.
+#[derive(clap::Args)]
+pub struct ConfigArg {
+    /// The config file (its drop-ins are read from FILE.d/*.toml).
+    #[arg(long, short, value_name = "FILE", env = CONFIG_ENV,
+          default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+}
 
 /// Environment variable that supplies the MQTT password when no
 /// `mqtt.password_file` is configured.
@@ -30,10 +45,11 @@ pub const MQTT_PASSWORD_ENV: &str = "SWARM_LLM_MQTT_PASSWORD";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // Not a `source`: the message says it, and `{:#}` would say it twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
@@ -44,11 +60,13 @@ pub enum ConfigError {
     },
 }
 
-/// One validation finding: the dotted key and what is wrong with it.
+/// One validation finding: the dotted key, what is wrong with it, and the
+/// file that set the key (None where it has its default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub key: String,
     pub message: String,
+    pub file: Option<PathBuf>,
 }
 
 struct Problems<'a>(&'a [Problem]);
@@ -59,7 +77,10 @@ impl fmt::Display for Problems<'_> {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "  - {}: {}", p.key, p.message)?;
+            match &p.file {
+                Some(file) => write!(f, "  - {} ({}): {}", p.key, file.display(), p.message)?,
+                None => write!(f, "  - {}: {}", p.key, p.message)?,
+            }
         }
         Ok(())
     }
@@ -69,6 +90,9 @@ impl fmt::Display for Problems<'_> {
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Name of this board; used in the status topic and the MQTT client id.
+    /// `${HOSTNAME}` (the default) is the board's hostname and
+    /// `${MACHINE_ID}` an id derived from its machine-id (docs/fleet.md).
+    #[serde(default = "default_node")]
     pub node: String,
     #[serde(default)]
     pub mqtt: MqttConfig,
@@ -178,8 +202,10 @@ pub struct MqttConfig {
     pub host: String,
     pub port: u16,
     pub protocol: MqttProtocol,
-    /// Defaults to `swarm-llm-<node>`. Must be stable across restarts: the broker
-    /// keeps the persistent session (and unacknowledged questions) under it.
+    /// Defaults to `swarm-llm-<node>-<machine>`, `<machine>` derived from
+    /// /etc/machine-id (docs/fleet.md). Must be stable across restarts: the
+    /// broker keeps the persistent session (and unacknowledged questions)
+    /// under it. May name `${HOSTNAME}` and `${MACHINE_ID}`.
     pub client_id: Option<String>,
     /// Topic filter the service subscribes to for questions.
     pub request_filter: String,
@@ -395,6 +421,10 @@ impl KvCache {
     }
 }
 
+fn default_node() -> String {
+    crate::identity::HOSTNAME_VAR.into()
+}
+
 fn default_vote_weight() -> f32 {
     1.0
 }
@@ -419,19 +449,27 @@ fn default_queue_depth() -> usize {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file. Relative model and TLS paths
-    /// are resolved against the file's folder.
+    /// Reads the config file and its drop-ins (`<path>.d/*.toml`, see
+    /// [`Layers`]), then resolves and validates the merged result. Relative
+    /// paths are resolved against the folder of the file that set them; each
+    /// problem names that file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })?;
-        let mut problems = config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        // A path with an unset variable is reported once, not again as a missing file.
+        Self::load_layers(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning the files read.
+    pub fn load_layers(path: &Path) -> Result<(Config, Layers), ConfigError> {
+        let (mut config, layers) = Layers::read(path)?;
+        let main_dir = path.parent().unwrap_or(Path::new("."));
+        let mut problems = config.resolve_paths(|key| {
+            layers
+                .file_of(key)
+                .and_then(Path::parent)
+                .unwrap_or(main_dir)
+                .to_owned()
+        });
+        problems.extend(config.resolve_identity());
+        // A value that could not be resolved is reported once, not again as invalid.
         let unresolved: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
         problems.extend(
             config
@@ -439,8 +477,13 @@ impl Config {
                 .into_iter()
                 .filter(|p| !unresolved.contains(&p.key)),
         );
+        if layers.has_drop_ins() {
+            for p in &mut problems {
+                p.file = layers.file_of(&p.key).map(Path::to_owned);
+            }
+        }
         if problems.is_empty() {
-            Ok(config)
+            Ok((config, layers))
         } else {
             Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -449,25 +492,56 @@ impl Config {
         }
     }
 
+    /// Expands `${HOSTNAME}` and `${MACHINE_ID}` in `node` and
+    /// `mqtt.client_id`, and gives the client id its default: the node and
+    /// the machine's id, so boards that share a hostname still differ at the
+    /// broker (a machine without a machine-id gets `swarm-llm-<node>`).
+    fn resolve_identity(&mut self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut expand = |key: &str, text: &mut String| match crate::identity::expand(text)
+            .and_then(|t| {
+                expand_env(&t).map_err(|var| format!("environment variable {var} is not set"))
+            }) {
+            Ok(t) => *text = t,
+            Err(message) => problems.push(Problem {
+                key: key.into(),
+                message,
+                file: None,
+            }),
+        };
+        expand("node", &mut self.node);
+        if let Some(id) = self.mqtt.client_id.as_mut() {
+            expand("mqtt.client_id", id);
+        } else if problems.is_empty() {
+            self.mqtt.client_id = Some(match crate::identity::machine_id() {
+                Ok(machine) => format!("swarm-llm-{}-{machine}", self.node),
+                Err(_) => format!("swarm-llm-{}", self.node),
+            });
+        }
+        problems
+    }
+
     /// Parses TOML text without validating it.
     pub fn parse(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
-    /// Expands `${VAR}` in file paths and makes relative ones relative to the
-    /// config file's folder; returns the variables that are not set.
-    fn resolve_paths(&mut self, base: &Path) -> Vec<Problem> {
+    /// Expands `${VAR}` in file paths and makes relative ones relative to
+    /// `base_of(key)`, the folder of the file that set them; returns the
+    /// variables that are not set.
+    fn resolve_paths(&mut self, base_of: impl Fn(&str) -> PathBuf) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut resolve = |key: String, p: &mut PathBuf| {
             match expand_env(&p.to_string_lossy()) {
                 Ok(expanded) => *p = PathBuf::from(expanded),
                 Err(var) => problems.push(Problem {
-                    key,
+                    key: key.clone(),
                     message: format!("environment variable {var} is not set"),
+                    file: None,
                 }),
             }
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = base_of(&key).join(&*p);
             }
         };
         for (i, m) in self.models.iter_mut().enumerate() {
@@ -692,7 +766,7 @@ impl Config {
     /// The default configuration, as printed by `print-default-config`.
     pub fn example() -> Config {
         Config {
-            node: "edge-01".into(),
+            node: default_node(),
             mqtt: MqttConfig::default(),
             limits: LimitsConfig::default(),
             inference: InferenceConfig::default(),
@@ -948,6 +1022,7 @@ impl Validator {
         self.problems.push(Problem {
             key: key.into(),
             message: message.into(),
+            file: None,
         });
     }
 
@@ -1199,6 +1274,61 @@ topic = "swarm/+/votes"
             err.contains("- node:") && err.contains("- models[0].path: no such file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_board_is_named_after_its_host_without_an_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.gguf"), b"x").unwrap();
+        let cfg = dir.path().join("swarm.toml");
+        std::fs::write(&cfg, "[[models]]\nname = \"m\"\npath = \"m.gguf\"\n").unwrap();
+        let config = Config::load(&cfg).unwrap();
+        let host = crate::identity::hostname().unwrap();
+        assert_eq!(config.node, host);
+        let client_id = config.client_id();
+        match crate::identity::machine_id() {
+            Ok(machine) => assert_eq!(client_id, format!("swarm-llm-{host}-{machine}")),
+            Err(_) => assert_eq!(client_id, format!("swarm-llm-{host}")),
+        }
+        std::fs::write(
+            &cfg,
+            "node = \"${HOSTNAME}-a\"\n[mqtt]\nclient_id = \"plant-${HOSTNAME}\"\n[[models]]\nname = \"m\"\npath = \"m.gguf\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&cfg).unwrap();
+        assert_eq!(config.node, format!("{host}-a"));
+        assert_eq!(config.client_id(), format!("plant-{host}"));
+    }
+
+    #[test]
+    fn problems_name_the_drop_in_that_set_them_and_paths_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("swarm.toml");
+        std::fs::write(
+            &cfg,
+            "node = \"n\"\n[mqtt]\nport = 0\n[[models]]\nname = \"m\"\npath = \"m.gguf\"\n",
+        )
+        .unwrap();
+        let drop_ins = drop_in_dir(&cfg);
+        std::fs::create_dir(&drop_ins).unwrap();
+        let board = drop_ins.join("50-board.toml");
+        std::fs::write(
+            &board,
+            "node = \"bad node\"\n[[models]]\nname = \"m\"\npath = \"board.gguf\"\n",
+        )
+        .unwrap();
+        let err = Config::load(&cfg).unwrap_err().to_string();
+        for want in [
+            format!("- node ({}):", board.display()),
+            format!("- mqtt.port ({}):", cfg.display()),
+            format!(
+                "- models[0].path ({}): no such file: {}",
+                board.display(),
+                drop_ins.join("board.gguf").display()
+            ),
+        ] {
+            assert!(err.contains(&want), "no {want:?} in {err}");
+        }
     }
 
     #[test]
