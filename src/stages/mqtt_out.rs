@@ -6,8 +6,10 @@
 //! the journal and is sent again after a restart: one reply too many is
 //! possible, none too few. It also publishes the retained status: online when
 //! mqtt_in reports the subscription, degraded while the journal cannot write,
-//! again every `status_every` with fresh counters and load, and offline with
-//! the DISCONNECT once every other stage has finished.
+//! again after replies went out (at most once per [`STATUS_DEBOUNCE`], so
+//! `swarm-llm status` after a burst shows it) and every `status_every` with
+//! fresh counters and load, and offline with the DISCONNECT once every other
+//! stage has finished.
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::{LinkEvent, Outgoing};
 use crate::journal::Journal;
 use crate::mqtt::{Client, PublishProps};
+
+/// The least time between two statuses published because replies went out:
+/// a burst of answers costs the broker one retained message a second.
+pub const STATUS_DEBOUNCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The retained status payloads.
 pub struct StatusPayloads {
@@ -58,6 +64,9 @@ impl MqttOut {
     pub async fn run(mut self) {
         let mut online = false;
         let mut announce = false;
+        // Replies went out since the last status: its counters are stale.
+        let mut stale = false;
+        let mut last_status = tokio::time::Instant::now();
         let mut link_open = true;
         let mut refresh = tokio::time::interval_at(
             tokio::time::Instant::now() + self.status.every,
@@ -67,6 +76,8 @@ impl MqttOut {
         loop {
             if announce {
                 announce = false;
+                stale = false;
+                last_status = tokio::time::Instant::now();
                 self.publish_status(online).await;
             }
             // Runs until every sender (intake, router, answer tasks) is gone:
@@ -82,6 +93,7 @@ impl MqttOut {
                                 if let (Some(journal), Some(seq)) = (&self.journal, seq) {
                                     journal.done(seq);
                                 }
+                                stale = true;
                             }
                             Delivered::No => tracing::warn!(topic = %to.topic, "reply not acknowledged by the broker: it stays in the journal and is sent again after a restart"),
                         }
@@ -95,6 +107,7 @@ impl MqttOut {
                 },
                 Ok(()) = self.journal_healthy.changed(), if online => announce = true,
                 _ = refresh.tick(), if online => announce = true,
+                _ = tokio::time::sleep_until(last_status + STATUS_DEBOUNCE), if online && stale => announce = true,
             }
         }
         self.publish(
