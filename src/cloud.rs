@@ -12,7 +12,6 @@
 //! The API key comes from a systemd credential file or the environment, never
 //! from the config file, and is never logged or put in a reply.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -29,7 +28,7 @@ const JUDGE_TOP_LOGPROBS: u32 = 20;
 
 /// Environment variable with the cloud API key.
 pub const API_KEY_ENV: &str = "SWARM_LLM_CLOUD_API_KEY";
-/// Name of the systemd credential (`LoadCredential=cloud-api-key:...`).
+/// The systemd credential with the key: `swarm-llm.cloud-api-key`.
 pub const API_KEY_CREDENTIAL: &str = "cloud-api-key";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -241,16 +240,13 @@ struct Usage {
 
 /// Reads the API key: the systemd credential if present, else the environment.
 pub fn api_key_from_environment() -> Option<String> {
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        if let Ok(key) = std::fs::read_to_string(PathBuf::from(dir).join(API_KEY_CREDENTIAL)) {
-            return Some(key.trim().to_string()).filter(|k| !k.is_empty());
-        }
-    }
-    std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty())
+    crate::systemd::credential(API_KEY_CREDENTIAL)
+        .or_else(|| std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty()))
 }
 
 impl CloudClient {
     pub fn new(config: CloudConfig, api_key: Option<String>) -> Result<Self, CloudError> {
+        crate::tls::install_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .build()
@@ -277,6 +273,11 @@ impl CloudClient {
 
     /// Whether a call would be attempted now (breaker closed or cooled down,
     /// budget left). Planning uses this; [`CloudClient::ask`] checks again.
+    /// The hourly budget of calls (`cloud.calls_per_hour`).
+    pub fn calls_per_hour(&self) -> u32 {
+        self.config.calls_per_hour
+    }
+
     pub fn available(&self) -> Result<(), CloudError> {
         let mut h = self.health.lock().expect("cloud health lock");
         self.check(&mut h, Instant::now())

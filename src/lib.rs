@@ -43,10 +43,14 @@
 //!   workloads, signal AUROC, the paper's comparison (`eval`), calibration
 //!   and the learned router's fit, the safety check's training and
 //!   measurement, and the command bodies that run them.
-//! - [`config`]: typed TOML config and the validation that reports every problem.
+//! - [`config`]: typed TOML config in layers (the file and its drop-ins) and
+//!   the validation that reports every problem with its file.
+//! - [`identity`]: the board's name and MQTT client id from its hostname and machine-id.
+//! - [`tls`]: the one TLS crypto provider (rustls with ring) for MQTT and the cloud.
 //! - [`mqtt`]: one face over rumqttc's MQTT 5 and 3.1.1 clients, and reconnect backoff.
 //! - [`metrics`]: the Prometheus endpoint (off by default) and what feeds it.
-//! - [`systemd`]: readiness, stopping and a watchdog that trips on a hung model thread.
+//! - [`systemd`]: readiness, stopping, a watchdog that trips on a hung model
+//!   thread, and the secrets systemd passes as credentials.
 //! - [`logging`]: tracing to stderr, or to journald with structured fields.
 //! - [`ask`]: the command-line client.
 
@@ -73,4 +77,5 @@ pub mod service;
 pub mod stages;
 pub mod systemd;
 pub mod text;
+pub mod tls;
 pub mod topic;

@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -54,8 +56,99 @@ pub fn install(listen: SocketAddr) -> Result<(), MetricsError> {
         .map_err(|e| fail(&e))?
         .install()
         .map_err(|e| fail(&e))?;
+    describe();
+    // Counters that may not move for hours exist from the start at 0, so a
+    // rate() or an alert over them has a series to read.
+    counter!("swarm_cloud_calls_total").absolute(0);
+    counter!("swarm_cloud_sent_bytes_total").absolute(0);
+    for kind in ["prompt", "completion"] {
+        counter!("swarm_cloud_tokens_total", "kind" => kind).absolute(0);
+    }
+    for voter in ["local", "peer"] {
+        counter!("swarm_votes_total", "voter" => voter).absolute(0);
+    }
     tracing::info!(%listen, "metrics endpoint up");
     Ok(())
+}
+
+/// HELP text and units for every metric (docs/operations.md lists them).
+fn describe() {
+    describe_counter!(
+        "swarm_questions_total",
+        "Replies sent, by route (local, swarm, cloud, refuse, none) and outcome (answered, degraded, error)."
+    );
+    describe_counter!("swarm_errors_total", "Error replies, by error code.");
+    describe_histogram!(
+        "swarm_latency_seconds",
+        Unit::Seconds,
+        "Time from a question's receipt to its reply, by route."
+    );
+    describe_counter!(
+        "swarm_generated_tokens_total",
+        "Tokens of the answers given, by model."
+    );
+    describe_counter!(
+        "swarm_cloud_calls_total",
+        "Questions answered by the cloud."
+    );
+    describe_counter!(
+        "swarm_cloud_tokens_total",
+        "Tokens the cloud was sent (kind=prompt) and sent back (kind=completion)."
+    );
+    describe_counter!(
+        "swarm_cloud_sent_bytes_total",
+        Unit::Bytes,
+        "Request bytes sent to the cloud."
+    );
+    describe_counter!(
+        "swarm_votes_total",
+        "Ballots cast in swarm votes, by voter (local model or peer board)."
+    );
+    describe_gauge!(
+        "swarm_intake_queue",
+        "Accepted questions waiting for the router."
+    );
+    describe_gauge!(
+        "swarm_intake_queue_capacity",
+        "Room of the intake queue (limits.intake_queue); when full, questions are refused with busy."
+    );
+    describe_gauge!(
+        "swarm_model_queue",
+        "Jobs waiting for a model thread, by model."
+    );
+    describe_gauge!(
+        "swarm_model_queue_capacity",
+        "Room of a model thread's queue (models[].queue_depth), by model."
+    );
+    describe_gauge!(
+        "swarm_model_busy",
+        "Questions a model thread decodes now, by model (up to its parallel)."
+    );
+    describe_gauge!(
+        "swarm_model_job_seconds",
+        Unit::Seconds,
+        "A model thread's typical job time, by model."
+    );
+    describe_gauge!(
+        "swarm_journal_enabled",
+        "1 when a question journal is configured, else 0."
+    );
+    describe_gauge!(
+        "swarm_journal_healthy",
+        "1 while the question journal writes, 0 while it fails (0 too without a journal: see swarm_journal_enabled)."
+    );
+    describe_gauge!(
+        "swarm_cloud_available",
+        "1 when the cloud may be asked, 0 while its breaker is open or the hourly budget is spent."
+    );
+    describe_gauge!(
+        "swarm_cloud_calls_per_hour_limit",
+        "The hourly cloud budget (cloud.calls_per_hour)."
+    );
+    describe_gauge!(
+        "swarm_build_info",
+        "Always 1; its labels name the version, the commit and the configured models."
+    );
 }
 
 /// The replies a board has sent since it started, as its retained status
@@ -143,7 +236,7 @@ pub fn record_reply(reply: &Reply) {
         counter!("swarm_cloud_calls_total").increment(1);
         counter!("swarm_cloud_tokens_total", "kind" => "prompt").increment(c.prompt_tokens);
         counter!("swarm_cloud_tokens_total", "kind" => "completion").increment(c.completion_tokens);
-        counter!("swarm_cloud_bytes_sent_total").increment(c.bytes_sent);
+        counter!("swarm_cloud_sent_bytes_total").increment(c.bytes_sent);
     }
     for vote in reply.votes.iter().flatten() {
         let voter = if vote.model.contains(':') {
@@ -158,6 +251,8 @@ pub fn record_reply(reply: &Reply) {
 /// What the sampler reads.
 pub struct State {
     pub models: Vec<ModelHandle>,
+    /// Room of each model's queue, in the order of `models`.
+    pub model_queue_depths: Vec<usize>,
     pub pipeline: Arc<Pipeline>,
     /// The queue between intake and router (its free room is read). Weak,
     /// so the router still sees the queue close when the intake stops.
@@ -166,30 +261,45 @@ pub struct State {
     pub journal_on: bool,
 }
 
-/// Samples the gauges every [`SAMPLE_EVERY`] until `stop`.
+/// Samples the gauges every [`SAMPLE_EVERY`] until `stop`, with the
+/// process's own (memory, CPU, open files: `metrics-process`).
 pub async fn sample(state: State, stop: CancellationToken) {
+    let process = metrics_process::Collector::default();
+    process.describe();
+    let models: Vec<&str> = state.models.iter().map(|m| m.info.name.as_str()).collect();
+    gauge!(
+        "swarm_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("SWARM_LLM_COMMIT"),
+        "models" => models.join(",")
+    )
+    .set(1.0);
+    gauge!("swarm_journal_enabled").set(state.journal_on as u8 as f64);
+    if let Some(cloud) = state.pipeline.cloud() {
+        gauge!("swarm_cloud_calls_per_hour_limit").set(cloud.calls_per_hour() as f64);
+    }
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        process.collect();
         if let Some(intake) = state.intake.upgrade() {
             gauge!("swarm_intake_queue").set((intake.max_capacity() - intake.capacity()) as f64);
+            gauge!("swarm_intake_queue_capacity").set(intake.max_capacity() as f64);
         }
-        for m in &state.models {
+        for (m, depth) in state.models.iter().zip(&state.model_queue_depths) {
             let name = m.info.name.clone();
             gauge!("swarm_model_queue", "model" => name.clone()).set(m.queued() as f64);
+            gauge!("swarm_model_queue_capacity", "model" => name.clone()).set(*depth as f64);
             gauge!("swarm_model_busy", "model" => name.clone()).set(m.health().active() as f64);
             if let Some(t) = m.health().typical_job() {
                 gauge!("swarm_model_job_seconds", "model" => name).set(t.as_secs_f64());
             }
         }
-        let journal = match (state.journal_on, *state.journal_healthy.borrow()) {
-            (false, _) => -1.0,
-            (true, healthy) => healthy as u8 as f64,
-        };
-        gauge!("swarm_journal_healthy").set(journal);
+        let healthy = state.journal_on && *state.journal_healthy.borrow();
+        gauge!("swarm_journal_healthy").set(healthy as u8 as f64);
         if let Some(cloud) = state.pipeline.cloud() {
             gauge!("swarm_cloud_available").set(cloud.available().is_ok() as u8 as f64);
         }

@@ -76,7 +76,8 @@ impl ConnectSettings {
                     .trim_end()
                     .to_string(),
             ),
-            None => std::env::var(crate::config::MQTT_PASSWORD_ENV).ok(),
+            None => crate::systemd::credential(crate::config::MQTT_PASSWORD_CREDENTIAL)
+                .or_else(|| std::env::var(crate::config::MQTT_PASSWORD_ENV).ok()),
         };
         let credentials = m
             .username
@@ -254,6 +255,7 @@ fn network_options() -> rumqttc::NetworkOptions {
 }
 
 fn transport(tls: &TlsFiles) -> rumqttc::Transport {
+    crate::tls::install_provider();
     rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
         ca: tls.ca.clone(),
         alpn: None,

@@ -55,8 +55,6 @@ pub enum ServiceError {
     Cloud(#[from] CloudError),
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error(transparent)]
-    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// How long past the drain timeout mqtt_out may still wait for PUBACKs
@@ -214,11 +212,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let (subscribed_tx, mut subscribed_rx) = watch::channel(false);
     let (accepted_tx, accepted_rx) = mpsc::channel(config.limits.intake_queue);
     let metrics_stop = CancellationToken::new();
-    if let Some(listen) = config.metrics.as_ref().and_then(|m| m.address()) {
-        crate::metrics::install(listen)?;
+    // Metrics are the operator's view, not the service: an endpoint that
+    // cannot listen is an error in the log, and the questions are answered.
+    let metrics_up = match config.metrics.as_ref().and_then(|m| m.address()) {
+        Some(listen) => crate::metrics::install(listen)
+            .map_err(|e| tracing::error!("{e}; answering without metrics"))
+            .is_ok(),
+        None => false,
+    };
+    if metrics_up {
         tokio::spawn(crate::metrics::sample(
             crate::metrics::State {
                 models: models.clone(),
+                model_queue_depths: config.models.iter().map(|m| m.queue_depth).collect(),
                 pipeline: pipeline.clone(),
                 intake: accepted_tx.downgrade(),
                 journal_healthy: journal_healthy.clone(),

@@ -6,6 +6,10 @@
 //! or has made progress (a token, a prompt) within that half: a thread hung
 //! inside llama.cpp stops the pings, and systemd restarts the service.
 //! Without `NOTIFY_SOCKET` (not under systemd) every call is a no-op.
+//!
+//! Secrets come as credentials ([`credential`]): the unit's
+//! `ImportCredential=swarm-llm.*` passes those of the system's credential
+//! store into `$CREDENTIALS_DIRECTORY`.
 
 use std::time::Duration;
 
@@ -13,6 +17,15 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 use crate::inference::ModelHandle;
+
+/// The credential `swarm-llm.<name>` systemd passed in, trimmed; None
+/// outside systemd, without it, or when it is empty.
+pub fn credential(name: &str) -> Option<String> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let path = std::path::Path::new(&dir).join(format!("swarm-llm.{name}"));
+    let value = std::fs::read_to_string(path).ok()?;
+    Some(value.trim().to_string()).filter(|v| !v.is_empty())
+}
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(false, states) {

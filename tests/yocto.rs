@@ -81,3 +81,142 @@ fn the_layer_passes_oelint_adv() {
         "oelint-adv findings:\n{findings}"
     );
 }
+
+/// Whether an SPDX expression of a crate (`MIT OR Apache-2.0`,
+/// `(MIT OR Apache-2.0) AND Unicode-3.0`, the old `MIT/Apache-2.0`) is met
+/// by the licences in `granted`.
+fn satisfied(expression: &str, granted: &[&str]) -> bool {
+    fn or(tokens: &[String], at: &mut usize, granted: &[&str]) -> bool {
+        let mut ok = and(tokens, at, granted);
+        while tokens.get(*at).is_some_and(|t| t == "OR") {
+            *at += 1;
+            ok |= and(tokens, at, granted);
+        }
+        ok
+    }
+    fn and(tokens: &[String], at: &mut usize, granted: &[&str]) -> bool {
+        let mut ok = term(tokens, at, granted);
+        while tokens.get(*at).is_some_and(|t| t == "AND") {
+            *at += 1;
+            ok &= term(tokens, at, granted);
+        }
+        ok
+    }
+    fn term(tokens: &[String], at: &mut usize, granted: &[&str]) -> bool {
+        let t = tokens[*at].clone();
+        *at += 1;
+        if t == "(" {
+            let ok = or(tokens, at, granted);
+            *at += 1; // ")"
+            return ok;
+        }
+        // `X WITH exception` is granted where X is.
+        if tokens.get(*at).is_some_and(|w| w == "WITH") {
+            *at += 2;
+        }
+        granted.contains(&t.as_str())
+    }
+    let tokens: Vec<String> = expression
+        .replace('/', " OR ")
+        .replace('(', " ( ")
+        .replace(')', " ) ")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    or(&tokens, &mut 0, granted)
+}
+
+#[test]
+fn spdx_expressions_are_read_as_cargo_writes_them() {
+    assert!(satisfied("MIT OR Apache-2.0", &["MIT"]));
+    assert!(satisfied("MIT/Apache-2.0", &["Apache-2.0"]));
+    assert!(!satisfied("Apache-2.0 AND ISC", &["Apache-2.0"]));
+    assert!(satisfied(
+        "(MIT OR Apache-2.0) AND Unicode-3.0",
+        &["MIT", "Unicode-3.0"]
+    ));
+    assert!(!satisfied("(MIT OR Apache-2.0) AND Unicode-3.0", &["MIT"]));
+    assert!(satisfied(
+        "Apache-2.0 WITH LLVM-exception OR MIT",
+        &["Apache-2.0"]
+    ));
+}
+
+/// The recipe's LICENSE covers every crate the firmware build links (as
+/// `--no-default-features` for aarch64, what the recipe builds), so an
+/// image's licence manifest says what the binary carries.
+#[test]
+fn the_recipe_licence_covers_every_linked_crate() {
+    let recipe = std::fs::read_to_string(
+        repo().join("yocto/meta-swarm-llm/recipes-ai/swarm-llm/swarm-llm_0.1.0.bb"),
+    )
+    .unwrap();
+    let line = recipe
+        .lines()
+        .find_map(|l| l.strip_prefix("LICENSE = "))
+        .expect("a LICENSE line");
+    let granted: Vec<&str> = line.trim_matches('"').split('&').map(str::trim).collect();
+    let out = Command::new(env!("CARGO"))
+        .current_dir(repo())
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--no-default-features",
+        ])
+        .args(["--filter-platform", "aarch64-unknown-linux-gnu"])
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let license_of: std::collections::HashMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap(),
+                p["license"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    // The crates reachable from swarm-llm through normal dependencies.
+    let nodes: std::collections::HashMap<&str, &serde_json::Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let mut todo = vec![meta["resolve"]["root"].as_str().unwrap()];
+    let mut linked = std::collections::BTreeSet::new();
+    while let Some(id) = todo.pop() {
+        if !linked.insert(id) {
+            continue;
+        }
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            if dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null())
+            {
+                todo.push(dep["pkg"].as_str().unwrap());
+            }
+        }
+    }
+    let uncovered: Vec<String> = linked
+        .iter()
+        .filter(|id| !satisfied(license_of[*id], &granted))
+        .map(|id| format!("{id}: {}", license_of[*id]))
+        .collect();
+    assert!(linked.len() > 100, "{} crates", linked.len());
+    assert!(
+        uncovered.is_empty(),
+        "LICENSE = {line} misses: {uncovered:#?}"
+    );
+}

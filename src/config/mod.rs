@@ -39,8 +39,12 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
-/// Environment variable that supplies the MQTT password when no
-/// `mqtt.password_file` is configured.
+/// The systemd credential with the MQTT password (`swarm-llm.mqtt-password`),
+/// read when no `mqtt.password_file` is configured.
+pub const MQTT_PASSWORD_CREDENTIAL: &str = "mqtt-password";
+
+/// Environment variable that supplies the MQTT password when neither
+/// `mqtt.password_file` nor the credential is there.
 pub const MQTT_PASSWORD_ENV: &str = "SWARM_LLM_MQTT_PASSWORD";
 
 #[derive(Debug, thiserror::Error)]
@@ -234,8 +238,8 @@ pub struct MqttConfig {
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
     pub username: Option<String>,
-    /// File holding the broker password (e.g. `$CREDENTIALS_DIRECTORY/mqtt-password`).
-    /// Without it the password is read from `SWARM_LLM_MQTT_PASSWORD`, if set.
+    /// File holding the broker password. Without it the password is the
+    /// systemd credential `swarm-llm.mqtt-password`, else `SWARM_LLM_MQTT_PASSWORD`.
     pub password_file: Option<PathBuf>,
     pub tls: Option<TlsConfig>,
 }
