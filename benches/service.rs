@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
 use swarm_llm::inference;
-use swarm_llm::measuring::eval::percentile;
+use swarm_llm::measuring::stats::percentile;
 use swarm_llm::mqtt::PublishProps;
 
 /// A question whose honest answer is long, so every run decodes the full budget.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use swarm_llm::config::{Config, ModelConfig, MqttProtocol};
-use swarm_llm::measuring::eval::percentile;
+use swarm_llm::measuring::stats::percentile;
 use swarm_llm::mqtt::PublishProps;
 
 const ASKERS: [usize; 3] = [1, 4, 8];
@@ -258,6 +258,7 @@ impl LlamaServerUnderTest {
                 .spawn()
                 .expect("start llama-server"),
         );
+        swarm_llm::tls::install_provider();
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -52,6 +52,13 @@ fn default_config_passes_check_config_once_the_model_exists() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
+    // Thresholds as they are written, not as f32 widened to f64.
+    let long_fraction = |l: &str| {
+        l.split('.')
+            .skip(1)
+            .any(|f| f.chars().take_while(char::is_ascii_digit).count() > 6)
+    };
+    assert!(!text.lines().any(long_fraction), "{text}");
     // Point the example's model at a file that exists; nothing else changes.
     let text = text.replace(
         "/usr/share/swarm-llm/models/SmolLM2-135M-Instruct.Q4_1.gguf",

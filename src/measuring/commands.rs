@@ -330,14 +330,25 @@ pub async fn measure_command(config: &Config, source: &AnswerSource) -> anyhow::
     Ok(())
 }
 
-/// Redraws a one-line progress bar on stderr.
+/// Redraws a one-line progress bar on stderr when it is a terminal; into a
+/// log or CI output, a plain line every tenth of the way instead of a `\r`
+/// line per step.
 fn progress_bar(what: &str, done: usize, total: usize, started: std::time::Instant) {
+    use std::io::IsTerminal;
+    let elapsed = started.elapsed().as_secs_f64();
+    if !std::io::stderr().is_terminal() {
+        let tenth = |n: usize| 10 * n / total.max(1);
+        if done > 0 && (done == total || done == 1 || tenth(done) != tenth(done - 1)) {
+            eprintln!("{done}/{total} {what}, {elapsed:.0} s");
+        }
+        return;
+    }
     let filled = 30 * done / total.max(1);
     eprint!(
         "\r[{}{}] {done}/{total} {what}, {:.0} s",
         "#".repeat(filled),
         " ".repeat(30 - filled),
-        started.elapsed().as_secs_f64()
+        elapsed
     );
     if done == total {
         eprintln!();

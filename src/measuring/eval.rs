@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::measuring::measure::{self, Record, Replay};
+use crate::measuring::stats::percentile;
 use crate::measuring::workload::Category;
 use crate::route::policy::{self, Gates, Route};
 
@@ -222,14 +223,6 @@ pub fn wilson(successes: usize, n: usize) -> [f64; 2] {
     let centre = (p + z2n / 2.0) / (1.0 + z2n);
     let half = z * (p * (1.0 - p) / n + z2n / (4.0 * n)).sqrt() / (1.0 + z2n);
     [(centre - half).max(0.0), (centre + half).min(1.0)]
-}
-
-/// The value below which `q` of the sorted `values` fall (linear interpolation).
-pub fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    let at = q * last as f64;
-    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
-    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo as f64))
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -531,15 +524,6 @@ mod tests {
         );
         assert_eq!(wilson(0, 10)[0], 0.0);
         assert_eq!(wilson(0, 0), [0.0, 1.0]);
-    }
-
-    #[test]
-    fn percentiles_interpolate() {
-        let v = [10.0, 20.0, 30.0, 40.0];
-        assert_eq!(percentile(&v, 0.5), Some(25.0));
-        assert_eq!(percentile(&v, 0.0), Some(10.0));
-        assert_eq!(percentile(&v, 1.0), Some(40.0));
-        assert_eq!(percentile(&[], 0.5), None);
     }
 
     use crate::measuring::measure::fixtures::{self, answer};

@@ -669,5 +669,5 @@ pub async fn bench_model(
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
-    super::eval::percentile(values, 0.5).unwrap_or(f64::NAN)
+    super::stats::percentile(values, 0.5).unwrap_or(f64::NAN)
 }

@@ -13,6 +13,7 @@
 //! - [`safety_eval`]: trains the learned harm check's head and measures the
 //!   safety check on labelled sets (flag rates per category, threshold curve, cost).
 //! - [`plot`]: the SVG line plot those curves are drawn with.
+//! - [`stats`]: percentiles, for the reports and the benchmarks.
 //! - [`commands`]: the command bodies that tie these to the command line.
 //! - [`cli`]: the commands' arguments and which body each runs.
 
@@ -24,4 +25,5 @@ pub mod learn;
 pub mod measure;
 pub mod plot;
 pub mod safety_eval;
+pub mod stats;
 pub mod workload;

@@ -72,9 +72,11 @@ pub struct LearnedRouter {
     /// The inputs it was fitted on; must equal [`FEATURES`].
     pub features: Vec<String>,
     /// A score at or above this sends the question to the cloud.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub cloud_at: f32,
     /// A score at or above this (and below `cloud_at`) asks the swarm; below
     /// it the first answer is kept. Equal to `cloud_at`: no vote.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub vote_at: f32,
     pub model: Softmax,
 }

@@ -25,3 +25,10 @@ pub mod safety;
 pub mod signals;
 pub mod softmax;
 pub mod vote;
+
+/// Writes a threshold as the shortest decimal that reads back as the same
+/// f32 (`0.6`, not `0.6000000238418579`): configs are read and diffed by
+/// people (`print-default-config`, `calibrate --out`).
+pub fn f32_as_written<S: serde::Serializer>(value: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(value.to_string().parse().unwrap_or(f64::from(*value)))
+}

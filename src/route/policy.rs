@@ -54,13 +54,17 @@ pub struct Policy {
     /// `swarm-llm signals`).
     pub signal: Signal,
     /// The first answer is kept when its confidence is at least this.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub local_min_confidence: f32,
     /// ...and the question's difficulty estimate is below this.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub local_max_difficulty: f32,
     /// A first answer less confident than this goes straight to the cloud,
     /// without a vote (0 disables the shortcut).
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub cloud_below_confidence: f32,
     /// Share of the (confidence-weighted) votes one answer needs for the swarm to answer.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub swarm_min_agreement: f32,
     /// The learned router, which replaces the two confidence bars above when
     /// present (`swarm-llm calibrate --learn` writes it).

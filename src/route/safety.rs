@@ -49,6 +49,7 @@ pub struct RuleSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unless: Vec<String>,
     #[serde(default = "one")]
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub weight: f32,
     /// The safe procedure a refusal points to.
     #[serde(default = "default_advice")]
@@ -492,6 +493,7 @@ pub enum SafetyError {
 #[serde(deny_unknown_fields, default)]
 pub struct SafetyConfig {
     /// Rules' score at or above which they flag a question.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub threshold: f32,
     /// Site rules, added to the built-in ones.
     pub rules: Vec<RuleSpec>,
@@ -556,9 +558,11 @@ impl Default for LearnedConfig {
 pub struct CloudJudgeConfig {
     pub enabled: bool,
     /// The lowest learned probability of harm that is judged.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub from: f32,
     /// ln(odds of the learned score) + ln(odds of the judge's P(unsafe)) at
     /// or above which a judged question is flagged.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
     pub flag_log_odds: f32,
     /// How long a question waits for the judge (within its own deadline).
     pub timeout_ms: u64,

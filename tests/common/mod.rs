@@ -461,6 +461,8 @@ pub struct CloudStandIn {
 
 impl CloudStandIn {
     pub async fn start() -> CloudStandIn {
+        // reqwest (its health check here) takes the process's TLS provider.
+        swarm_llm::tls::install_provider();
         let out = Command::new(repo_root().join("scripts/build-llama-tools"))
             .output()
             .expect("run scripts/build-llama-tools");
