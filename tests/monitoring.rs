@@ -50,6 +50,22 @@ impl Prometheus {
         }
     }
 
+    /// Waits until Prometheus answers queries: it listens before its
+    /// storage is open, and answers 503 until then.
+    async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/-/ready", self.port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "Prometheus never became ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Runs an instant query; panics with Prometheus's error if it does not parse.
     async fn query(&self, expr: &str) -> serde_json::Value {
         let encoded: String = expr
@@ -65,7 +81,9 @@ impl Prometheus {
             "http://127.0.0.1:{}/api/v1/query?query={encoded}",
             self.port
         );
-        let reply: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let body = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{expr}: not JSON ({e}): {body}"));
         assert_eq!(reply["status"], "success", "{expr}: {reply}");
         reply["data"]["result"].clone()
     }
@@ -198,6 +216,7 @@ async fn prometheus_scrapes_a_board_and_the_dashboard_and_alerts_read_its_metric
     client.reply(Duration::from_secs(60)).await;
 
     let prometheus = Prometheus::start(metrics_port);
+    prometheus.wait_ready().await;
     // Up, and scraped after the replies and a gauge sample.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
