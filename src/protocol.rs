@@ -107,19 +107,35 @@ pub struct RequestPayload {
     pub vote: bool,
 }
 
-/// Decodes and checks one message. `fallback_id` names requests that bring no id.
+/// Decodes and checks one message. `fallback_id` names requests that bring
+/// no id. The steps, in order: where the reply goes, the payload's size and
+/// encoding, its fields (JSON or plain text), then each field's value; the
+/// first that fails is the rejection, sent to the reply address known so far.
 pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<Request, Rejection> {
-    let default_topic =
-        topic::default_reply_topic(&rules.request_filter, &msg.topic, &rules.reply_topic_prefix);
-    // The MQTT 5 reply address is known before looking at the payload.
-    let mut reply = ReplyAddress {
-        topic: default_topic.clone(),
-        correlation_data: msg.correlation_data.clone(),
-    };
-    let reject = |id: Option<String>, reply: &ReplyAddress, code, message: String| Rejection {
+    let mut reply = mqtt5_reply_address(msg, rules)?;
+    let text = payload_text(msg, rules, &reply)?;
+    let fields = read_fields(text, msg, rules, &mut reply)?;
+    checked(fields, msg, rules, reply, fallback_id)
+}
+
+fn reject(id: Option<String>, reply: &ReplyAddress, code: ErrorCode, message: String) -> Rejection {
+    Rejection {
         id,
         reply: reply.clone(),
         error: ReplyError::new(code, message),
+    }
+}
+
+/// The default reply topic, or the MQTT 5 response topic: known before the
+/// payload is read, so even an unreadable payload is answered.
+fn mqtt5_reply_address(msg: &Inbound, rules: &DecodeRules) -> Result<ReplyAddress, Rejection> {
+    let mut reply = ReplyAddress {
+        topic: topic::default_reply_topic(
+            &rules.request_filter,
+            &msg.topic,
+            &rules.reply_topic_prefix,
+        ),
+        correlation_data: msg.correlation_data.clone(),
     };
     if let Some(rt) = &msg.response_topic {
         match check_reply_topic(rt, rules) {
@@ -134,11 +150,19 @@ pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<R
             }
         }
     }
+    Ok(reply)
+}
 
+/// The payload as text: within the size limit and valid UTF-8.
+fn payload_text<'m>(
+    msg: &'m Inbound,
+    rules: &DecodeRules,
+    reply: &ReplyAddress,
+) -> Result<&'m str, Rejection> {
     if msg.payload.len() > rules.max_payload_bytes {
         return Err(reject(
             None,
-            &reply,
+            reply,
             ErrorCode::PayloadTooLarge,
             format!(
                 "payload is {} bytes, the limit is {}",
@@ -147,130 +171,143 @@ pub fn decode(msg: &Inbound, rules: &DecodeRules, fallback_id: &str) -> Result<R
             ),
         ));
     }
-    let text = match std::str::from_utf8(&msg.payload) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(reject(
-                None,
-                &reply,
-                ErrorCode::InvalidUtf8,
-                format!(
-                    "payload is not valid UTF-8 (invalid byte at offset {})",
-                    e.valid_up_to()
-                ),
-            ))
-        }
-    };
-
-    let (id, question, max_tokens, deadline_ms, vote) = if text.trim_start().starts_with('{') {
-        let parsed = match serde_json::from_str::<RequestPayload>(text) {
-            Ok(p) => p,
-            Err(e) => {
-                // Salvage the reply address and id from a loosely valid object so
-                // the asker still hears why its request failed.
-                let loose = loose_fields(text);
-                if msg.response_topic.is_none() {
-                    if let Some(rt) = loose
-                        .reply_to
-                        .filter(|rt| check_reply_topic(rt, rules).is_ok())
-                    {
-                        reply.topic = rt;
-                    }
-                }
-                let code = if e.is_syntax() || e.is_eof() {
-                    ErrorCode::MalformedJson
-                } else {
-                    ErrorCode::InvalidRequest
-                };
-                return Err(reject(loose.id, &reply, code, format!("request JSON: {e}")));
-            }
-        };
-        if msg.response_topic.is_none() {
-            if let Some(rt) = &parsed.reply_to {
-                match check_reply_topic(rt, rules) {
-                    Ok(()) => reply.topic = rt.clone(),
-                    Err(e) => {
-                        return Err(reject(
-                            parsed.id,
-                            &reply,
-                            ErrorCode::InvalidReplyTopic,
-                            format!("reply_to: {e}"),
-                        ))
-                    }
-                }
-            }
-        }
-        (
-            parsed.id,
-            parsed.question,
-            parsed.max_tokens,
-            parsed.deadline_ms,
-            parsed.vote,
+    std::str::from_utf8(&msg.payload).map_err(|e| {
+        reject(
+            None,
+            reply,
+            ErrorCode::InvalidUtf8,
+            format!(
+                "payload is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
         )
-    } else {
-        (None, text.to_string(), None, None, false)
-    };
+    })
+}
 
-    if let Some(id) = &id {
-        if id.is_empty() || id.chars().count() > MAX_ID_CHARS || id.chars().any(char::is_control) {
-            return Err(reject(
+/// The request's fields: a JSON object, or plain text that is the question.
+/// A JSON `reply_to` (without an MQTT 5 response topic) moves the reply
+/// address, also for a request rejected here when its `reply_to` and `id`
+/// can be salvaged, so the asker still hears why.
+fn read_fields(
+    text: &str,
+    msg: &Inbound,
+    rules: &DecodeRules,
+    reply: &mut ReplyAddress,
+) -> Result<RequestPayload, Rejection> {
+    if !text.trim_start().starts_with('{') {
+        return Ok(RequestPayload {
+            question: text.to_string(),
+            ..RequestPayload::default()
+        });
+    }
+    let fields = match serde_json::from_str::<RequestPayload>(text) {
+        Ok(fields) => fields,
+        Err(e) => {
+            let loose = loose_fields(text);
+            if msg.response_topic.is_none() {
+                if let Some(rt) = loose
+                    .reply_to
+                    .filter(|rt| check_reply_topic(rt, rules).is_ok())
+                {
+                    reply.topic = rt;
+                }
+            }
+            let code = if e.is_syntax() || e.is_eof() {
+                ErrorCode::MalformedJson
+            } else {
+                ErrorCode::InvalidRequest
+            };
+            return Err(reject(loose.id, reply, code, format!("request JSON: {e}")));
+        }
+    };
+    if msg.response_topic.is_none() {
+        if let Some(rt) = &fields.reply_to {
+            match check_reply_topic(rt, rules) {
+                Ok(()) => reply.topic = rt.clone(),
+                Err(e) => {
+                    return Err(reject(
+                        fields.id,
+                        reply,
+                        ErrorCode::InvalidReplyTopic,
+                        format!("reply_to: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+    Ok(fields)
+}
+
+/// Checks each field's value and makes the request.
+fn checked(
+    fields: RequestPayload,
+    msg: &Inbound,
+    rules: &DecodeRules,
+    reply: ReplyAddress,
+    fallback_id: &str,
+) -> Result<Request, Rejection> {
+    let RequestPayload {
+        id,
+        question,
+        max_tokens,
+        deadline_ms,
+        vote,
+        reply_to: _,
+    } = fields;
+    let fail = |id: Option<String>, code, message: String| Err(reject(id, &reply, code, message));
+    if let Some(given) = &id {
+        if given.is_empty()
+            || given.chars().count() > MAX_ID_CHARS
+            || given.chars().any(char::is_control)
+        {
+            return fail(
                 None,
-                &reply,
                 ErrorCode::InvalidRequest,
                 format!("id must be 1 to {MAX_ID_CHARS} characters without control characters"),
-            ));
+            );
         }
     }
     let question = question.trim();
     if question.is_empty() {
-        return Err(reject(
-            id,
-            &reply,
-            ErrorCode::EmptyQuestion,
-            "the question is empty".into(),
-        ));
+        return fail(id, ErrorCode::EmptyQuestion, "the question is empty".into());
     }
     if question.len() > rules.max_question_bytes {
-        return Err(reject(
+        return fail(
             id,
-            &reply,
             ErrorCode::QuestionTooLong,
             format!(
                 "question is {} bytes, the limit is {}",
                 question.len(),
                 rules.max_question_bytes
             ),
-        ));
+        );
     }
     if let Some(c) = question
         .chars()
         .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
     {
-        return Err(reject(
+        return fail(
             id,
-            &reply,
             ErrorCode::InvalidRequest,
             format!("question contains the control character U+{:04X}", c as u32),
-        ));
+        );
     }
     if max_tokens == Some(0) {
-        return Err(reject(
+        return fail(
             id,
-            &reply,
             ErrorCode::InvalidRequest,
             "max_tokens must be above 0".into(),
-        ));
+        );
     }
     let deadline_ms = match deadline_ms {
         None => rules.default_deadline_ms,
         Some(d) if d > 0 && d <= rules.max_deadline_ms => d,
         Some(d) => {
-            return Err(reject(
+            return fail(
                 id,
-                &reply,
                 ErrorCode::InvalidRequest,
                 format!("deadline_ms {d} is outside 1..={}", rules.max_deadline_ms),
-            ))
+            )
         }
     };
     // An MQTT 5 message expiry shortens the deadline: after it the asker has
