@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use swarm_llm::config::MetricsConfig;
-use swarm_llm::mqtt::PublishProps;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -54,19 +53,7 @@ async fn the_counters_move_while_the_service_answers() {
     let _service = Service::start(&broker, &config).await;
     let mut client = TestClient::replies(&broker).await;
 
-    let reply = client
-        .ask_text("What colour is an emergency stop button", WAIT)
-        .await;
-    assert!(reply["error"].is_null(), "{reply}");
-    client
-        .publish(
-            "swarm/query/line1",
-            b"{\"question\": ",
-            PublishProps::default(),
-        )
-        .await;
-    let bad = client.reply(WAIT).await;
-    assert_eq!(bad["error"]["code"], "malformed_json", "{bad}");
+    client.one_answer_and_one_refusal(WAIT).await;
 
     // The gauges are sampled every 2 s.
     tokio::time::sleep(swarm_llm::metrics::SAMPLE_EVERY + Duration::from_millis(500)).await;

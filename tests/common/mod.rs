@@ -423,6 +423,23 @@ impl TestClient {
         self.reply(within).await
     }
 
+    /// What a scrape should count: one question answered and one malformed
+    /// request refused (both checked).
+    pub async fn one_answer_and_one_refusal(&mut self, within: Duration) {
+        let reply = self
+            .ask_text("What colour is an emergency stop button", within)
+            .await;
+        assert!(reply["error"].is_null(), "{reply}");
+        self.publish(
+            "swarm/query/line1",
+            b"{\"question\": ",
+            PublishProps::default(),
+        )
+        .await;
+        let bad = self.reply(within).await;
+        assert_eq!(bad["error"]["code"], "malformed_json", "{bad}");
+    }
+
     /// The next message, parsed as a reply.
     pub async fn reply(&mut self, within: Duration) -> serde_json::Value {
         let m = self.next_message(within).await.expect("no reply in time");
