@@ -69,6 +69,16 @@ impl Drop for Board {
     }
 }
 
+/// Notes a reply: which board answered which question (none with an error).
+fn record(answers: &mut BTreeMap<String, Vec<String>>, m: &swarm_llm::protocol::Inbound) {
+    let r: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+    assert!(r["error"].is_null(), "{r}");
+    answers
+        .entry(r["id"].as_str().unwrap().into())
+        .or_default()
+        .push(r["node"].as_str().unwrap().into());
+}
+
 async fn wait_online(status: &mut TestClient, boards: &[Board]) {
     let mut online = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -136,31 +146,18 @@ async fn two_boards_from_one_image_keep_their_own_names_and_share_the_stream() {
             .next_message(next.saturating_duration_since(Instant::now()))
             .await
         {
-            let r: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            assert!(r["error"].is_null(), "{r}");
-            answers
-                .entry(r["id"].as_str().unwrap().into())
-                .or_default()
-                .push(r["node"].as_str().unwrap().into());
+            record(&mut answers, &m);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while answers.len() < asked && Instant::now() < deadline {
         if let Some(m) = replies.next_message(Duration::from_secs(5)).await {
-            let r: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            answers
-                .entry(r["id"].as_str().unwrap().into())
-                .or_default()
-                .push(r["node"].as_str().unwrap().into());
+            record(&mut answers, &m);
         }
     }
     // Stragglers: a question answered twice would show here.
     while let Some(m) = replies.next_message(Duration::from_secs(2)).await {
-        let r: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-        answers
-            .entry(r["id"].as_str().unwrap().into())
-            .or_default()
-            .push(r["node"].as_str().unwrap().into());
+        record(&mut answers, &m);
     }
 
     // Every question answered, once.
