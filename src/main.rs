@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use swarm_llm::ask::{self, AskOptions};
 use swarm_llm::config::{
-    Config, ConfigArg, ConfigError, MqttProtocol, CONFIG_ENV, DEFAULT_CONFIG_PATH,
+    Config, ConfigArg, ConfigError, Layers, MqttProtocol, CONFIG_ENV, DEFAULT_CONFIG_PATH,
     MQTT_PASSWORD_ENV,
 };
 #[cfg(feature = "measure")]
@@ -316,20 +316,21 @@ fn try_main(command: Command) -> anyhow::Result<Exit> {
         Command::Man { out_dir } => man(out_dir.as_deref()),
         #[cfg(feature = "measure")]
         Command::Measure(m) => {
-            let config = load_config(m.config_path())?;
+            let (config, _) = load_config(m.config_path())?;
             block_on(m.run(config))?;
             Ok(Exit::Success)
         }
     }
 }
 
-/// The one place a config is loaded for a command.
-fn load_config(path: &Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+/// The one place a config is loaded for a command: the file, its drop-ins,
+/// and which files they were.
+fn load_config(path: &Path) -> anyhow::Result<(Config, Layers)> {
+    Ok(Config::load_layers(path)?)
 }
 
 fn run(path: &Path) -> anyhow::Result<Exit> {
-    let config = load_config(path)?;
+    let (config, _) = load_config(path)?;
     block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -339,7 +340,7 @@ fn run(path: &Path) -> anyhow::Result<Exit> {
 }
 
 fn check_config(path: &Path) -> anyhow::Result<Exit> {
-    let (config, layers) = Config::load_layers(path)?;
+    let (config, layers) = load_config(path)?;
     let files: Vec<String> = layers
         .files
         .iter()

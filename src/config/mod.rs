@@ -517,10 +517,10 @@ impl Config {
         if let Some(id) = self.mqtt.client_id.as_mut() {
             expand("mqtt.client_id", id);
         } else if problems.is_empty() {
-            self.mqtt.client_id = Some(match crate::identity::machine_id() {
-                Ok(machine) => format!("swarm-llm-{}-{machine}", self.node),
-                Err(_) => format!("swarm-llm-{}", self.node),
-            });
+            // Without a machine-id, client_id() gives `swarm-llm-<node>`.
+            if let Ok(machine) = crate::identity::machine_id() {
+                self.mqtt.client_id = Some(format!("{}-{machine}", self.client_id()));
+            }
         }
         problems
     }
