@@ -4,14 +4,16 @@
 //! Why middle layers: a linear probe separates harmful requests from their
 //! benign lookalikes at least as well there as at the last layer, and
 //! llama.cpp stops computing once the deeper one is done, so the check costs a
-//! fraction of a full read. llama-cpp-2 exposes neither the graph callback
-//! that reads a layer nor the raw handles, so this module speaks to
-//! llama.cpp's C API directly; it opens the model file a second time (a
-//! memory map of the same file: the pages are shared, not copied).
+//! fraction of a full read. llama-cpp-2 does not expose the graph callback
+//! that reads a layer, so this module speaks to llama.cpp's C API directly,
+//! with a context of its own on the model the answering worker has loaded:
+//! the weights are not loaded twice (a second load, which the default
+//! `mmap = false` reads into memory, cost 117 MiB with SmolLM2).
 
 use std::ffi::{c_void, CStr, CString};
-use std::path::Path;
+use std::marker::PhantomData;
 
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_sys_2 as sys;
 
@@ -78,68 +80,75 @@ unsafe extern "C" fn on_tensor(t: *mut sys::ggml_tensor, ask: bool, user: *mut c
     i + 1 < capture.names.len() // the deepest layer read: stop there
 }
 
-/// The encoder: its own handle on the model file and a small context whose
-/// graph stops at the chosen layer.
-pub struct Encoder {
-    model: *mut sys::llama_model,
+/// The raw handle of a model loaded through llama-cpp-2, which keeps it
+/// private. Sound for the version pinned in Cargo.toml: `LlamaModel` and the
+/// pointer it wraps are both `#[repr(transparent)]` over `NonNull<llama_model>`;
+/// the assertion below stops the build if its size changes, and
+/// [`Encoder::open`] checks the handle against the model's own answers.
+fn raw_model(model: &LlamaModel) -> *mut sys::llama_model {
+    const _: () = assert!(
+        std::mem::size_of::<LlamaModel>() == std::mem::size_of::<*mut sys::llama_model>()
+    );
+    // SAFETY: see above: the reference points at the model's one pointer.
+    unsafe { *(model as *const LlamaModel).cast::<*mut sys::llama_model>() }
+}
+
+/// The encoder: a small context of its own on a loaded model, whose graph
+/// stops at the chosen layer. It borrows the model, which outlives it.
+pub struct Encoder<'m> {
     ctx: *mut sys::llama_context,
     capture: Box<Capture>,
     prefix: Vec<LlamaToken>,
     suffix: Vec<LlamaToken>,
     /// Whether the prompt's head is in the cache (read on the first job).
     primed: bool,
+    model: PhantomData<&'m LlamaModel>,
 }
 
-// SAFETY: the encoder's llama.cpp handles are used by the one thread that
-// owns it at a time.
-unsafe impl Send for Encoder {}
+// SAFETY: the context is used by the one thread that owns the encoder at a
+// time, and the model it reads is `Sync` (llama.cpp's weights are read-only
+// once loaded; each context has its own caches and buffers).
+unsafe impl Send for Encoder<'_> {}
 
-impl Drop for Encoder {
+impl Drop for Encoder<'_> {
     fn drop(&mut self) {
-        // SAFETY: both were created in `open` and are freed once, context first.
-        unsafe {
-            sys::llama_free(self.ctx);
-            sys::llama_model_free(self.model);
-        }
+        // SAFETY: created in `open` and freed once; the model is not ours.
+        unsafe { sys::llama_free(self.ctx) };
     }
 }
 
 /// The options `open` needs.
-pub struct EncoderOptions<'a> {
-    pub path: &'a Path,
-    pub gpu_layers: u32,
-    pub mmap: bool,
+pub struct EncoderOptions {
     pub threads: i32,
     /// Most question tokens read at once.
     pub question_tokens: usize,
 }
 
-impl Encoder {
-    /// Opens the model file again and builds the context; `prefix` and
-    /// `suffix` are the reading prompt's tokens around the question.
+impl<'m> Encoder<'m> {
+    /// Builds the encoder's context on `model`; `prefix` and `suffix` are
+    /// the reading prompt's tokens around the question. Call it on the thread
+    /// that loaded the model, before any other thread makes a context on it:
+    /// llama.cpp's context creation is not safe to run alongside another.
     pub fn open(
-        o: &EncoderOptions<'_>,
+        model: &'m LlamaModel,
+        o: &EncoderOptions,
         prefix: Vec<LlamaToken>,
         suffix: Vec<LlamaToken>,
     ) -> Result<Self, String> {
-        let path = CString::new(o.path.as_os_str().as_encoded_bytes())
-            .map_err(|_| "the model path has a NUL byte".to_string())?;
-        // SAFETY: plain C calls on valid arguments; every pointer returned is
-        // checked for null and owned by the Encoder from then on.
+        let raw = raw_model(model);
+        // SAFETY: plain C calls on the loaded model, checked below to be the
+        // one llama-cpp-2 holds; the context returned is checked for null and
+        // owned by the Encoder from then on.
         unsafe {
-            let mut mp = sys::llama_model_default_params();
-            mp.n_gpu_layers = o.gpu_layers as i32;
-            mp.load_mode = if o.mmap {
-                sys::LLAMA_LOAD_MODE_MMAP
-            } else {
-                sys::LLAMA_LOAD_MODE_NONE
-            };
-            let model = sys::llama_model_load_from_file(path.as_ptr(), mp);
-            if model.is_null() {
-                return Err("llama.cpp could not open the model file again".into());
+            let depth = sys::llama_model_n_layer(raw);
+            if depth != model.n_layer() as i32
+                || sys::llama_model_n_embd(raw) != model.n_embd()
+                || sys::llama_model_n_params(raw) != model.n_params()
+            {
+                return Err("the model's handle does not match the model loaded".into());
             }
-            let layers = layers_read(sys::llama_model_n_layer(model));
-            let width = sys::llama_model_n_embd(model) as usize;
+            let layers = layers_read(depth);
+            let width = model.n_embd().max(0) as usize;
             let mut capture = Box::new(Capture {
                 names: layers
                     .iter()
@@ -158,18 +167,17 @@ impl Encoder {
             cp.n_threads_batch = o.threads;
             cp.cb_eval = Some(on_tensor);
             cp.cb_eval_user_data = (&mut *capture as *mut Capture).cast();
-            let ctx = sys::llama_init_from_model(model, cp);
+            let ctx = sys::llama_init_from_model(raw, cp);
             if ctx.is_null() {
-                sys::llama_model_free(model);
                 return Err("llama.cpp could not create the encoder's context".into());
             }
             Ok(Self {
-                model,
                 ctx,
                 capture,
                 prefix,
                 suffix,
                 primed: false,
+                model: PhantomData,
             })
         }
     }

@@ -22,8 +22,8 @@
 //!
 //! The model that reads questions for the learned safety check also gets an
 //! encoder (`encoder.rs`): a second thread with a small context of its own
-//! that stops computing at the layers it reads, on the same file (a second
-//! memory map of it, not a copy). It serves [`EncodeJob`]s from its own
+//! that stops computing at the layers it reads, on the model the worker
+//! loaded (the weights are shared, not loaded twice). It serves [`EncodeJob`]s from its own
 //! queue, so a safety check never waits behind a generation. It reads each
 //! question inside the model's chat prompt under a safety officer's system
 //! prompt; the prompt's fixed head is read once and kept in its cache, so a

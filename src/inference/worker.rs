@@ -160,19 +160,16 @@ pub(super) fn worker_main(
         &reading_suffix,
         &encoder::layers_read(depth),
     );
-    // The encoder: a second handle on the file whose graph stops at the
-    // layers read.
+    // The encoder: a second context on the same model, whose graph stops at
+    // the layers read; made here, before the encoder thread starts.
     let encoder = match encodes {
         None => None,
         Some(rx) => {
             let options = encoder::EncoderOptions {
-                path: &config.path,
-                gpu_layers: config.gpu_layers,
-                mmap: config.mmap,
                 threads,
                 question_tokens: ENCODER_QUESTION_TOKENS,
             };
-            match encoder::Encoder::open(&options, reading_prefix, reading_suffix) {
+            match encoder::Encoder::open(&model, &options, reading_prefix, reading_suffix) {
                 Ok(e) => Some((e, rx)),
                 Err(e) => {
                     let _ = ready.send(Err(load_err(format!("cannot open the encoder: {e}"))));
@@ -235,7 +232,7 @@ pub(super) fn worker_main(
 fn encoder_main(
     name: String,
     model: &LlamaModel,
-    mut encoder: encoder::Encoder,
+    mut encoder: encoder::Encoder<'_>,
     mut jobs: mpsc::Receiver<EncodeJob>,
 ) {
     while let Some(job) = jobs.blocking_recv() {
