@@ -186,9 +186,10 @@ impl SafetyScreen {
 
     /// The board's verdict with the cloud judge's added, where the board is
     /// unsure and a `cloud` is given (allowed for the question's topic),
-    /// asked within `deadline` and the judge's own timeout. The judge can
-    /// only add a flag; when it fails or is not asked, the board's verdict
-    /// stands.
+    /// asked within `deadline` and the judge's own timeout. The judge adds a
+    /// flag, or clears one only where a careful answer is the right one
+    /// ([`Assessment::judge_may_clear`]); when it fails or is not asked, the
+    /// board's verdict stands.
     pub async fn second_opinion(
         &self,
         board: Assessment,
@@ -208,7 +209,18 @@ impl SafetyScreen {
             .await
         {
             Ok(answer) => match judge_probability(&answer.first_token_top) {
-                Some(p) => self.rules.with_judge(board, p, judge.flag_log_odds),
+                Some(p) => {
+                    let (was_flagged, learned) = (board.flagged, board.learned);
+                    let judged = self.rules.with_judge(board, p, judge);
+                    if was_flagged && !judged.flagged {
+                        tracing::info!(
+                            judge = p,
+                            learned = ?learned,
+                            "the cloud judge cleared the learned check's flag (a careful-answer category)"
+                        );
+                    }
+                    judged
+                }
                 None => {
                     tracing::warn!(
                         answer = %answer.text,

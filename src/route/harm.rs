@@ -135,6 +135,13 @@ impl SafetyAction {
     }
 }
 
+/// Whether a careful answer is the right one for the category: the
+/// categories answered with a notice by default, and the only ones whose
+/// learned-only flag the cloud judge may clear (docs/safety.md).
+pub fn careful_answer(c: HarmCategory) -> bool {
+    default_action(c) == SafetyAction::Notice
+}
+
 /// The default action per category: questions where a careful answer is
 /// the right one (professional advice, misinformation, facts about people,
 /// overreliance) are answered with a notice; plant hazards get our refusal

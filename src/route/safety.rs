@@ -26,7 +26,7 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::disguise::Disguise;
-use super::harm::{default_action, log_odds, HarmCategory, HarmScore, Readings, SafetyAction};
+use super::harm::{careful_answer, default_action, log_odds, HarmCategory, HarmScore, Readings, SafetyAction};
 
 /// A rule as written in config (and for the built-in rules).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -550,9 +550,14 @@ impl Default for LearnedConfig {
 /// unsure of: a learned probability of harm from `from` up to the learned
 /// threshold. The cloud model is asked "safe or unsafe" and the question is
 /// flagged when the learned score's log-odds and the judge's add up to
-/// `flag_log_odds`. It can add a flag, never clear one: the board's verdict
-/// is the floor, and stands alone when the cloud is not allowed for the
-/// topic, unavailable or slower than `timeout_ms`. docs/safety.md.
+/// `flag_log_odds`. It clears a flag only where a careful answer is the
+/// right one: raised by the learned layer alone, in a category answered
+/// with a notice (privacy, misinformation, professional advice,
+/// overreliance), with the judge's probability of harm at most
+/// `clear_below`; never a rule's flag, never a plant hazard or a category
+/// that is refused. The board's verdict stands alone when the cloud is not
+/// allowed for the topic, unavailable or slower than `timeout_ms`.
+/// docs/safety.md.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CloudJudgeConfig {
@@ -564,6 +569,10 @@ pub struct CloudJudgeConfig {
     /// or above which a judged question is flagged.
     #[serde(serialize_with = "crate::route::f32_as_written")]
     pub flag_log_odds: f32,
+    /// The judge's probability of harm at or below which it clears a
+    /// learned-only flag in a careful-answer category; 0 never clears.
+    #[serde(serialize_with = "crate::route::f32_as_written")]
+    pub clear_below: f32,
     /// How long a question waits for the judge (within its own deadline).
     pub timeout_ms: u64,
 }
@@ -574,6 +583,7 @@ impl Default for CloudJudgeConfig {
             enabled: true,
             from: 0.1,
             flag_log_odds: 5.75,
+            clear_below: 0.05,
             timeout_ms: 10_000,
         }
     }
@@ -589,6 +599,12 @@ impl CloudJudgeConfig {
             v.push((
                 format!("{key}.flag_log_odds"),
                 "must be a finite number".into(),
+            ));
+        }
+        if !(0.0..0.5).contains(&self.clear_below) {
+            v.push((
+                format!("{key}.clear_below"),
+                "must be at least 0 and below 0.5 (a judge that leans to harm never clears)".into(),
             ));
         }
         if !(100..=60_000).contains(&self.timeout_ms) {
@@ -646,6 +662,8 @@ pub struct Assessment {
     pub score: f32,
     /// The action is not `allow`.
     pub flagged: bool,
+    /// The plant rules flagged it (their score reached the threshold).
+    pub rules_flagged: bool,
     /// The strictest action configured for the categories that fired.
     pub action: SafetyAction,
     /// The reasons that fired, rules first.
@@ -660,10 +678,18 @@ pub struct Assessment {
 }
 
 impl Assessment {
-    /// Whether the cloud judge should be asked: nothing flagged it, and the
-    /// learned layer found a probability of harm of at least `from`.
+    /// Whether the cloud judge should be asked: nothing flagged it and the
+    /// learned layer found a probability of harm of at least `from`, or the
+    /// judge could clear its flag ([`Assessment::judge_may_clear`]).
     pub fn wants_judge(&self, from: f32) -> bool {
-        !self.flagged && self.learned.is_some_and(|l| l.harm >= from)
+        (!self.flagged && self.learned.is_some_and(|l| l.harm >= from)) || self.judge_may_clear()
+    }
+
+    /// Whether the flag is one the cloud judge may clear: the learned layer
+    /// alone raised it, in a category where a careful answer is the right
+    /// one (which is never a plant hazard).
+    pub fn judge_may_clear(&self) -> bool {
+        self.flagged && !self.rules_flagged && self.learned.is_some_and(|l| careful_answer(l.category))
     }
 
     /// The categories that fired, each once, in the order they fired.
@@ -808,6 +834,7 @@ impl SafetyClassifier {
         Assessment {
             score: score.max(learned.map_or(0.0, |l| l.harm)),
             flagged: action != SafetyAction::Allow,
+            rules_flagged: score >= self.threshold,
             action,
             reasons,
             learned,
@@ -818,13 +845,19 @@ impl SafetyClassifier {
 
     /// The board's verdict with the cloud judge's probability of harm
     /// added: flagged, in the learned layer's likeliest category, when the
-    /// two log-odds add up to `flag_log_odds`. Never clears a flag.
-    pub fn with_judge(&self, mut a: Assessment, judge: f32, flag_log_odds: f32) -> Assessment {
+    /// two log-odds add up to `flag_log_odds`; cleared where the judge may
+    /// clear it ([`Assessment::judge_may_clear`]) and its probability is at
+    /// most `clear_below`. Every other flag stands.
+    pub fn with_judge(&self, mut a: Assessment, judge: f32, j: &CloudJudgeConfig) -> Assessment {
         a.judge = Some(judge);
         let Some(l) = a.learned else {
             return a;
         };
-        if !a.flagged && log_odds(l.harm) + log_odds(judge) >= flag_log_odds {
+        if a.judge_may_clear() && judge <= j.clear_below {
+            a.flagged = false;
+            a.action = SafetyAction::Allow;
+            a.reasons.retain(|r| r.layer != Layer::Learned);
+        } else if !a.flagged && log_odds(l.harm) + log_odds(judge) >= j.flag_log_odds {
             a.action = a.action.max(self.action(l.category));
             a.flagged = a.action != SafetyAction::Allow;
             a.reasons.push(learned_reason(
@@ -1388,8 +1421,9 @@ mod tests {
     }
 
     #[test]
-    fn the_cloud_judge_adds_a_flag_where_the_log_odds_add_up_and_never_clears_one() {
+    fn the_cloud_judge_adds_a_flag_where_the_log_odds_add_up_and_never_clears_a_plant_hazard() {
         let c = classifier();
+        let j = CloudJudgeConfig::default();
         let q = &texts(&["set the gas monitor so it reads lower before the crew goes in"]);
         let learned = |harm: f32| {
             Some(HarmScore {
@@ -1404,22 +1438,63 @@ mod tests {
         assert!(!c.combine(q, learned(0.05), 0.9).wants_judge(0.1));
         assert!(!c.combine(q, None, 0.9).wants_judge(0.1));
         // ln(0.8 / 0.2) = 1.39; with the judge at 0.99 (4.60) the sum is 5.99.
-        let flagged = c.with_judge(unsure.clone(), 0.99, 5.75);
+        let flagged = c.with_judge(unsure.clone(), 0.99, &j);
         assert!(flagged.flagged && flagged.action == SafetyAction::Cloud);
         assert_eq!(flagged.judge, Some(0.99));
         let last = flagged.reasons.last().unwrap();
         assert_eq!(last.layer, Layer::CloudJudge);
         assert_eq!(last.category, HarmCategory::PlantHazard);
         // With the judge at 0.95 (2.94) the sum is 4.33: reported, not flagged.
-        let judged = c.with_judge(unsure, 0.95, 5.75);
+        let judged = c.with_judge(unsure, 0.95, &j);
         assert!(!judged.flagged && judged.reasons.is_empty());
         assert_eq!(judged.judge, Some(0.95));
-        // A flag the board raised stands whatever the judge says.
+        // A plant hazard the board flagged stands whatever the judge says.
         let sure = c.combine(q, learned(0.97), 0.9);
         assert!(!sure.wants_judge(0.1));
-        let kept = c.with_judge(sure.clone(), 0.0, 5.75);
+        let kept = c.with_judge(sure.clone(), 0.0, &j);
         assert!(kept.flagged);
         assert_eq!(kept.reasons, sure.reasons);
+    }
+
+    #[test]
+    fn the_cloud_judge_clears_only_a_learned_only_flag_where_a_careful_answer_is_right() {
+        let c = classifier();
+        let j = CloudJudgeConfig::default();
+        let learned = |category| {
+            Some(HarmScore {
+                harm: 0.97,
+                category,
+            })
+        };
+        // The learned layer alone reads a public fact as private: the judge,
+        // sure it is safe, clears it; unsure, it stands.
+        let q = &texts(&["is the prime minister married"]);
+        let soft = c.combine(q, learned(HarmCategory::Privacy), 0.9);
+        assert!(soft.flagged && soft.action == SafetyAction::Notice);
+        assert!(soft.judge_may_clear() && soft.wants_judge(0.1));
+        let cleared = c.with_judge(soft.clone(), 0.01, &j);
+        assert!(!cleared.flagged && cleared.action == SafetyAction::Allow);
+        assert!(cleared.reasons.is_empty());
+        assert_eq!(cleared.judge, Some(0.01));
+        let unsure = c.combine(q, learned(HarmCategory::Privacy), 0.9);
+        assert!(c.with_judge(unsure, 0.2, &j).flagged);
+        // With clearing off (0), it stands.
+        let off = CloudJudgeConfig {
+            clear_below: 0.0,
+            ..j.clone()
+        };
+        assert!(c.with_judge(soft, 0.01, &off).flagged);
+        // Never a category that is refused, and never a rule's flag.
+        let hard = c.combine(q, learned(HarmCategory::Illegal), 0.9);
+        assert!(!hard.judge_may_clear());
+        assert!(c.with_judge(hard, 0.0, &j).flagged);
+        let ruled = c.combine(
+            &texts(&["how do I bypass the light curtain on the press"]),
+            learned(HarmCategory::Privacy),
+            0.9,
+        );
+        assert!(ruled.rules_flagged && !ruled.judge_may_clear());
+        assert!(c.with_judge(ruled, 0.0, &j).flagged);
     }
 
     #[test]
@@ -1429,9 +1504,13 @@ mod tests {
             enabled: true,
             from: 1.0,
             flag_log_odds: f32::NAN,
+            clear_below: 0.5,
             timeout_ms: 0,
         };
         let keys: Vec<String> = bad.validate("j").into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec!["j.from", "j.flag_log_odds", "j.timeout_ms"]);
+        assert_eq!(
+            keys,
+            vec!["j.from", "j.flag_log_odds", "j.clear_below", "j.timeout_ms"]
+        );
     }
 }
