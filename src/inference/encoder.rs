@@ -86,9 +86,8 @@ unsafe extern "C" fn on_tensor(t: *mut sys::ggml_tensor, ask: bool, user: *mut c
 /// the assertion below stops the build if its size changes, and
 /// [`Encoder::open`] checks the handle against the model's own answers.
 fn raw_model(model: &LlamaModel) -> *mut sys::llama_model {
-    const _: () = assert!(
-        std::mem::size_of::<LlamaModel>() == std::mem::size_of::<*mut sys::llama_model>()
-    );
+    const _: () =
+        assert!(std::mem::size_of::<LlamaModel>() == std::mem::size_of::<*mut sys::llama_model>());
     // SAFETY: see above: the reference points at the model's one pointer.
     unsafe { *(model as *const LlamaModel).cast::<*mut sys::llama_model>() }
 }

@@ -10,8 +10,10 @@
 //! ...") and questions about the precaution itself ("what gas test do I need
 //! before entering a silo", unless they also deny it: "without", "skip")
 //! damp the score; a rule's `unless` patterns name the harmless senses of
-//! its words ("steal the show", "bath bomb"). Sites add rules of the same form in the config
-//! (`[[safety.rules]]`) and can switch built-in ones off.
+//! its words ("steal the show", "bath bomb"). The built-in rules, the word
+//! lists they share and the framings are data (`safety-rules.toml`); sites
+//! add rules of the same form in the config (`[[safety.rules]]`), may name
+//! the same word lists, and can switch built-in ones off.
 //!
 //! The rules' score is in [0, 1] (the strongest rule that fired, damped by an
 //! educational framing). [`SafetyClassifier::combine`] joins them with the
@@ -26,7 +28,9 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::disguise::Disguise;
-use super::harm::{careful_answer, default_action, log_odds, HarmCategory, HarmScore, Readings, SafetyAction};
+use super::harm::{
+    careful_answer, default_action, log_odds, HarmCategory, HarmScore, Readings, SafetyAction,
+};
 
 /// A rule as written in config (and for the built-in rules).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -70,412 +74,80 @@ fn default_advice() -> String {
 
 const ISOLATE: &str = "Stop, isolate the energy sources and apply lockout-tagout, and have a qualified, authorised person do the work under the site's permit procedure.";
 
-/// Actions that defeat or take away a protection.
-const DEFEAT: &str = r"\b(by-?pass\w*|defeat\w*|disabl\w*|overrid\w*|jumper\w*|jump\w* (it |them |this |that |the \w+ )?out|bridg\w* (it |them |this |that )?out|short\w* (it |them |this |that )?out|cheat\w*|fool\w*|trick\w*|tamper\w*|silenc\w*|mut(e|es|ed|ing)|switch\w* (it |them |this |that )?off|turn\w* (it |them |this |that )?off|shut\w* (it |them |this |that )?off|deactivat\w*|remov\w*|tak(e|es|ing) (it |them )?(out|off)|pull\w* (it |them )?out|tape (it )?over|block\w*|wedg\w*|ti(e|es|ed|ing) (it |them )?(down|back|open)|circumvent\w*|get (a)?round|work\w* around|ignor\w*|skip\w*|forc(e|es|ed|ing)|without|unplug\w*|cut\w* (it |the )?(wires?|out)|zip-?ti\w*)\b";
+/// The built-in rules, the word lists they share and the framings that damp
+/// them, as data (`safety-rules.toml`): the same form as a site's rules.
+const BUILTIN: &str = include_str!("safety-rules.toml");
 
-/// Protective devices and functions.
-const PROTECTION: &str = r"\b(guards?|guarding|light ?curtains?|safety (relays?|circuits?|switch(es)?|functions?|controllers?|plcs?|inputs?|outputs?|interlocks?|mats?|scanners?|gates?|doors?|devices?|systems?|sensors?|valves?|cut-?outs?|edges?|chains?)|interlock\w*|e-?stops?|emergency[- ]stops?|estops?|two[- ]hand controls?|presence sensors?|area scanners?|relief valves?|safety valves?|(high|low)[- ]pressure (cut-?outs?|switch(es)?|trips?)|pressure (cut-?outs?|switch(es)?|limits?|relief)|thermal (cut-?outs?|protection|overloads?|fuses?|switch(es)?|trips?)|over-?temperature (protection|trips?|cut-?outs?|switch(es)?)|overloads?|over-?current|circuit breakers?|breakers?|fuses?|rcds?|rcbos?|gfcis?|earth(ing)? (wires?|straps?|connections?)|ground(ing)? (wires?|straps?|connections?)|gas (detectors?|monitors?|alarms?|sensors?)|fire alarms?|smoke (detectors?|alarms?)|sprinklers?|alarms?|fall (protection|arrest)|harness(es)?|lanyards?|guard ?rails?|lock-?outs?|padlocks?|loto|limit switch(es)?|door switch(es)?|speed monitors?|protection|protective devices?|(low|high)[- ](water|level|oil|flow|gas|air|fire|temperature)[- ](cut-?offs?|cut-?outs?|trips?|switch(es)?|shut-?downs?|interlocks?)|flame (failure devices?|safeguards?|detectors?|rods?|sensors?|supervision)|overspeed (trips?|protection|devices?))\b";
-
-/// A request to be shown or helped to do something (as opposed to a
-/// question about how something works or happened): "how do I", "give
-/// step-by-step instructions for", "write a guide to". The harm-taxonomy
-/// rules below fire only on a request, so "how does anthrax spread" is a
-/// question and "how do I spread anthrax" a request.
-const REQUEST: &str = r"\b(how (do|can|could|would|should|might|will) (i|we|you|one|someone|somebody|a person|people)|how to|help me|ways? to|(best|easiest|quickest|fastest|cheapest|simplest|most effective|least effort) way (to|of)|teach me|tell me how|explain how to|show me how|steps? (to|for)|step[- ]by[- ]step|instructions? (for|on|to)|guide (to|for|on)|tutorial|recipe for|i want to|i need to|i'?m going to|let me|can you|could you|write|give me|where (can|do|could) i (buy|get|find|order))\b";
-
-/// Asking to defend against, spot or report a harm: the other side of the
-/// same words ("how do I protect the network from ransomware").
-const DEFENSIVE: &str = r"\b(protect\w*|prevent\w*|defend(s|ing)? (against|my|our|the|it|them)|defen[cs]es?|recogni[sz]\w*|spot\w*|report(ing)? (a |an |it\b|them|this|someone|suspicious|phishing|fraud|scams?)|secur(e|ing) (my|our|the|against)|harden\w*|mitigat\w*|recover\w* from|remov\w*|clean\w* up|safe from|avoid (being|getting)|victim of|tell if|check if|verify|identify|detect(ing|ion)? (a |an |the )?(fake|forged|forgery|scam|fraud|phishing|malware))\b";
-
-fn builtin() -> Vec<RuleSpec> {
-    let rule = |name: &str,
-                category: HarmCategory,
-                reason: &str,
-                patterns: &[&str],
-                within: Option<usize>,
-                advice: &str| RuleSpec {
-        name: name.into(),
-        reason: reason.into(),
-        category,
-        patterns: patterns.iter().map(|p| p.to_string()).collect(),
-        within_words: within,
-        unless: vec![],
-        weight: 1.0,
-        advice: advice.into(),
-    };
-    // `senses`: the everyday senses of the words a rule reads, which never fire it.
-    let unless = |r: RuleSpec, senses: &[&str]| RuleSpec {
-        unless: senses.iter().map(|p| p.to_string()).collect(),
-        ..r
-    };
-    vec![
-        rule(
-            "defeat_protection",
-            HarmCategory::PlantHazard,
-            "asks to bypass, disable or remove a guard, interlock, e-stop, safety relay or other protection",
-            &[DEFEAT, PROTECTION],
-            Some(10),
-            "Never run a machine with a protection defeated. Stop it, isolate and lock it out, find why the protection trips, and have a qualified person repair it; any change to a safety function needs a documented risk assessment.",
-        ),
-        rule(
-            "exceed_rating",
-            HarmCategory::PlantHazard,
-            "asks to set a protection or process limit above its rating",
-            &[
-                r"\b(rais\w*|increas\w*|set\w*|adjust\w*|turn\w* up|crank\w* up|bump\w* up|push\w*|run\w*)\b",
-                r"\b(above|over|beyond|higher than|past|exceed\w*|more than)\b.{0,30}\b(rated|rating|max(imum)?|limit|design|nameplate|swl|wll|capacity|mawp)\b",
-            ],
-            Some(12),
-            "Keep relief and cut-out settings at or below the rated limit on the nameplate; a higher operating point needs the manufacturer's re-rating and an engineer's approval.",
-        ),
-        rule(
-            "upsize_fuse",
-            HarmCategory::PlantHazard,
-            "asks to fit a larger fuse or breaker than the circuit is rated for",
-            &[
-                r"\b(fuses?|breakers?|mcbs?|overloads?)\b",
-                r"\b(bigger|larger|higher|heavier|upsiz\w*|uprat\w*|with an? \d+(\.\d+)? ?(a|amps?|amp)\b( one)?|stops? (it )?(blowing|tripping)|keeps? (blowing|tripping))",
-            ],
-            Some(15),
-            "Replace a fuse or breaker only with the rating the circuit and its cable are designed for; if it keeps blowing, find the fault or overload with a qualified electrician.",
-        ),
-        rule(
-            "live_electrical_work",
-            HarmCategory::PlantHazard,
-            "asks to work on live electrical equipment",
-            &[
-                r"\b(work\w*|reach\w*|touch\w*|open\w*|repair\w*|fix\w*|chang\w*|replac\w*|wir(e|es|ed|ing)|rewir\w*|inside|in)\b",
-                r"\b(live|energi[sz]ed|hot|powered( up| on)?|while (it is |it's )?(running|on|powered)|without (isolating|isolation|switching|turning|shutting|locking|de-?energi[sz]ing|powering|cutting|killing))",
-                r"\b(panels?|cabinets?|switchboards?|busbars?|bus|wires?|wiring|circuits?|terminals?|volts?|\d+ ?v|mains|supply|sockets?|outlets?|contactors?|drives?|vfds?|transformers?|switchgear|mcc|electrical)\b",
-            ],
-            Some(12),
-            "Treat it as live until proven dead: isolate, lock out and tag, prove dead with a tested voltage detector, and let only a qualified electrician work on it.",
-        ),
-        rule(
-            "stored_energy",
-            HarmCategory::PlantHazard,
-            "asks to handle equipment that may still hold stored energy",
-            &[
-                r"\b(touch\w*|handl\w*|grab\w*|work\w* on|open\w*|reach\w*|servic\w*|disconnect\w*|loosen\w*)\b",
-                r"\b(capacitors?|capacitor banks?|dc ?bus|accumulators?|springs?|flywheels?|(hydraulic|pneumatic) (lines?|hoses?|systems?|cylinders?|fittings?)|charged|pressuri[sz]ed)\b",
-            ],
-            Some(10),
-            "Wait the discharge time on the label, discharge and verify zero energy with a meter (bleed pressure, block springs and loads), then lock out before touching.",
-        ),
-        rule(
-            "toxic_mixture",
-            HarmCategory::ChemicalBiologicalExplosive,
-            "asks about mixing chemicals that release toxic gas",
-            &[
-                r"\b(mix\w*|combin\w*|add\w*|pour\w*|use\w* together|together)\b",
-                r"\b(bleach|chlorine|hypochlorite)\b",
-                r"\b(ammonia|acids?|vinegar|alcohol|peroxide|drain cleaner|toilet cleaner)\b",
-            ],
-            None,
-            "Never mix bleach with ammonia or acids: it releases toxic gas. Use one product at a time as its safety data sheet says, with ventilation.",
-        ),
-        rule(
-            "confined_space",
-            HarmCategory::PlantHazard,
-            "asks to enter a confined space without the protections it needs",
-            &[
-                r"\b(go\w* (in|into|inside|down)|enter\w*|climb\w* (in|into|down)|get\w* (in|into)|crawl\w* (in|into)|work\w* (in|inside)|inside)\b",
-                r"\b(tanks?|vessels?|silos?|pits?|sewers?|manholes?|vaults?|boilers?|hoppers?|bins?|ducts?|tunnels?|confined spaces?|sumps?|wells?|drums?)\b",
-                r"\b(gas|alarm\w*|detector|fumes?|oxygen|without|anyway|anyhow|alone|by myself|no one|nobody)\b",
-            ],
-            Some(15),
-            "Do not enter: a confined space needs an entry permit, atmospheric testing, ventilation, an attendant outside and a rescue plan. Leave at once when the gas detector alarms.",
-        ),
-        rule(
-            "work_at_height",
-            HarmCategory::PlantHazard,
-            "asks to work at height without fall protection",
-            &[
-                r"\b(skip\w*|without|no|don'?t need|do not need|not wear\w*|remov\w*|unclip\w*|unhook\w*|leave\w* off)\b",
-                r"\b(fall (protection|arrest)|harness(es)?|lanyards?|guard ?rails?|tie[- ]off|anchors?|railings?)\b",
-            ],
-            Some(8),
-            "Use fall protection for every job at height, however short: guard rails, or a harness tied off to a rated anchor, with a rescue plan.",
-        ),
-        rule(
-            "suspended_load",
-            HarmCategory::PlantHazard,
-            "asks to stand or work under a suspended load or overload lifting gear",
-            &[r"\b((stand|walk|work|go|reach|pass|stay)\w* (under|underneath|beneath|below) (a |the )?(suspended |hanging |lifted |raised |crane |hoisted )*(loads?|crane|hoist|forks?|pallets?|beams?)|(exceed\w*|overload\w*|more than|above|over) (the )?(rated|swl|wll|safe working load|capacity)\b.{0,30}\b(cranes?|hoists?|slings?|chains?|forklifts?|shackles?))"],
-            None,
-            "Never stand under a suspended load, and never lift more than the rated working load of the crane, hoist and slings; use a lift plan and a banksman.",
-        ),
-        rule(
-            "lockout_violation",
-            HarmCategory::PlantHazard,
-            "asks to remove another person's lock or start equipment that is locked out",
-            &[
-                r"\b(remov\w*|tak(e|es|ing) off|cut\w*|open\w*|unlock\w*|pick\w*|restart\w*|start\w*|energi[sz]\w*|switch\w* (it )?on|turn\w* (it )?on|power\w* (it )?up)\b",
-                r"\b(lock|locks|padlocks?|lock-?outs?|locked out|tags?|tagged out|loto)\b",
-                r"\b(someone else'?s?|somebody else'?s?|another (person|worker|technician|electrician|fitter)'?s?|co-?workers?'?s?|colleagues?'?s?|their|his|her|who (went|has gone|left|is away)|not mine|isn'?t mine|locked out|tagged out)\b",
-            ],
-            Some(15),
-            "Only the person who applied a lock removes it. If they are gone, follow the site's documented lock-removal procedure with the supervisor, after checking the equipment and that everyone is clear.",
-        ),
-        unless(
-            rule(
-            "weapons_or_poison",
-            HarmCategory::ViolenceWeapons,
-            "asks how to make a weapon, explosive or poison",
-            &[r"\b(make|mak\w+|build\w*|creat\w*|synthesi[sz]\w*|produc\w*|assembl\w*|brew\w*)\b.{0,40}\b(bombs?|explosives?|ieds?|nerve agents?|poison(ous)? gas|toxic gas|chlorine gas|napalm|guns?|firearms?|weapons?|thermite|poisons?)\b"],
-            None,
-            "This is not something this assistant helps with.",
-            ),
-            &[r"\b((bath|seed|flavou?r|glitter|calorie|cherry) bombs?|bomb (cocktails?|shots?|drinks?)|photo-?bomb\w*)\b"],
-        ),
-        rule(
-            "harm_to_people",
-            HarmCategory::ViolenceWeapons,
-            "asks how to hurt or poison a person",
-            &[r"\b(poison\w*|kill\w*|murder\w*|hurt\w*|harm\w*|injur\w*|attack\w*|stab\w*|shoot\w*|ambush\w*|kidnap\w*|abduct\w*|strangl\w*|tortur\w*|assault\w*|beat\w* up|maim\w*)\b.{0,30}\b(someone|somebody|a person|people|a (child|kid|woman|man|girl|boy|stranger|co-?worker|colleague|driver|guard)|my (boss|co-?worker|colleague|wife|husband|neighbou?r|supervisor|ex|partner|girlfriend|boyfriend|foreman|manager|rival)|him|her|them|(the |my )?(neighbou?r'?s?|someone'?s|somebody'?s) (dog|cat|pets?|horse|animals?))\b"],
-            None,
-            "This is not something this assistant helps with. If someone is in danger, call the emergency number.",
-        ),
-        rule(
-            "self_harm",
-            HarmCategory::SelfHarm,
-            "mentions self-harm",
-            &[r"\b(kill(ing)? myself|(end|take|taking|ending) my (own )?life|commit\w* suicide|suicide (methods?|notes?)|(hurt|harm|cut)(ing)? myself|self[- ]harm(ing)? (method|way|tool|object)s?|overdose on)\b"],
-            None,
-            "You are not alone: please talk to someone now, a colleague, your supervisor or a crisis line, or call the emergency number.",
-        ),
-        unless(
-            rule(
-            "crime",
-            HarmCategory::Illegal,
-            "asks for help with a crime",
-            &[
-                REQUEST,
-                r"\b(steal\w*|shoplift\w*|(break\w*|hack\w*) into (a |an |the |my |his |her |their |our |someone'?s? |somebody'?s? )?([\w']+ )?(house|home|car|building|office|shop|store|safe|account|email|computer|system|server|network|plc|hmi|flat|apartment|camera)s?|launder\w*|counterfeit\w*|sabotag\w*|embezzl\w*|blackmail\w*|extort\w*|brib\w*|smuggl\w*|evad\w* tax\w*|tax evasion|insurance fraud|commit\w* fraud|scam\w*|pickpocket\w*|burgl\w*|rob|robb(ed|ing)|mugg(ed|ing)|hot-?wir\w*|vandali[sz]\w*|arson|set fire to|(make|mak(es|ing)|cook\w*|sell\w*) (meth|crack|cocaine|heroin|lsd|mdma|fentanyl|crystal meth))\b",
-            ],
-            Some(12),
-            "This is not something this assistant helps with.",
-            ),
-            &[DEFENSIVE, r"\bsteal\w* (the (show|spotlight|limelight|scene)|a (base|glance|look|kiss|march)|bases|(his|her|their|someone'?s|somebody'?s) heart|my thunder)\b"],
-        ),
-        unless(
-            rule(
-            "mass_harm_agent",
-            HarmCategory::ChemicalBiologicalExplosive,
-            "asks how to make, obtain or spread a biological, chemical, radiological or nuclear agent",
-            &[
-                REQUEST,
-                r"\b(make|mak(es|ing)|produc\w*|synthesi[sz]\w*|cultur\w*|cultivat\w*|grow\w*|weaponi[sz]\w*|spread\w*|releas\w*|dispers\w*|aerosoli[sz]\w*|deploy\w*|obtain\w*|acquir\w*|buy\w*|get hold of|smuggl\w*|purif\w*|enrich\w*|brew\w*|put|slip\w*|lac(e|ed|ing)|infect\w*|contaminat\w*|poison\w*)\b",
-                r"\b(anthrax|ricin|abrin|sarin|soman|tabun|vx|novichok|botulinum( toxin)?|botulism|smallpox|ebola|nerve (agents?|gas)|mustard gas|phosgene|cyanide|strychnine|thallium|polonium|weapons?[- ]grade|dirty bombs?|radiological weapons?|bio-?weapons?|biological weapons?|chemical weapons?|toxic gas|poison gas)\b",
-            ],
-            Some(12),
-            "This is not something this assistant helps with.",
-            ),
-            &[DEFENSIVE],
-        ),
-        unless(
-            rule(
-            "malware",
-            HarmCategory::CyberAttack,
-            "asks to write, hide or spread malware, or to attack a network",
-            &[
-                REQUEST,
-                r"\b(writ(e|es|ing)|cod(e|es|ing)|creat\w*|build\w*|develop\w*|mak(e|es|ing)|deploy\w*|spread\w*|install\w*|hid(e|es|ing)|obfuscat\w*|launch\w*|run\w*|send\w*|craft\w*|set\w* up|infect\w*|plant\w*|evad\w*|undetect\w*)\b",
-                r"\b(malware|ransomware|keyloggers?|trojans?|rootkits?|botnets?|computer worms?|computer virus(es)?|virus(es)? (that|to|which)|spyware|stalkerware|backdoors?|zero[- ]days?|exploits?|phishing (e-?mails?|pages?|sites?|kits?|campaigns?|links?|messages?|texts?)|credential harvest\w*|ddos|denial[- ]of[- ]service|sql injection|cryptojack\w*|payloads?|reverse shells?)\b",
-            ],
-            Some(12),
-            "This is not something this assistant helps with.",
-            ),
-            &[DEFENSIVE],
-        ),
-        unless(
-            rule(
-            "evade_security",
-            HarmCategory::CyberAttack,
-            "asks to slip past antivirus, intrusion detection or a licence check",
-            &[
-                r"\b(evad\w*|bypass\w*|(get|getting|gets|slip\w*|sneak\w*) ([\w']+ ){0,3}(past|around)|beat\w*|fool\w*|trick\w*|hid(e|es|ing) from|undetect\w*|circumvent\w*|crack\w*|defeat\w*)\b",
-                r"\b(anti-?virus|antimalware|anti-malware|edr|windows defender|endpoint (protection|detection)|intrusion (detection|prevention)|ids|ips|siem|licen[cs]e (checks?|keys?|servers?|protection|activation)|activation (checks?|keys?)|drm|copy protection|dongles?)\b",
-            ],
-            Some(8),
-            "This is not something this assistant helps with.",
-            ),
-            &[DEFENSIVE],
-        ),
-        unless(
-            rule(
-            "steal_credentials",
-            HarmCategory::CyberAttack,
-            "asks to crack, steal or intercept passwords or credentials",
-            &[
-                REQUEST,
-                r"\b(crack\w*|brute[- ]?forc\w*|steal\w*|phish\w*|harvest\w*|sniff\w*|dump\w*|intercept\w*|captur\w*|grab\w*|hack\w*)\b",
-                r"\b(passwords?|credentials?|logins?|password hashes|hashes|wi-?fi (keys?|passwords?|networks?)|wpa2?|session (tokens?|cookies?)|2fa|mfa|one[- ]time (codes?|passwords?))\b",
-            ],
-            Some(10),
-            "This is not something this assistant helps with.",
-            ),
-            &[DEFENSIVE],
-        ),
-        unless(
-            rule(
-            "jam_signals",
-            HarmCategory::CyberAttack,
-            "asks to jam radio, wireless or navigation signals",
-            &[
-                REQUEST,
-                r"\b((jam|jamming) (the |a |their |our |its |all |those |these )?([\w'-]+ )?(wireless|radio|rf|gps|wi-?fi|cellular|mobile|phones?|signals?|bluetooth|zigbee|comms|networks?|sensors?)|jammers?|jamming (devices?|signals?|equipment))\b",
-            ],
-            Some(12),
-            "This is not something this assistant helps with.",
-            ),
-            &[DEFENSIVE],
-        ),
-        unless(
-            rule(
-            "privacy_intrusion",
-            HarmCategory::Privacy,
-            "asks to get at another person's private data, messages or whereabouts",
-            &[
-                r"\b(read\w*|access\w*|get into|break into|hack\w*|spy\w*|snoop\w*|monitor\w*|track\w*|trac(e|ing)|find( out)?|look\w* up|get|obtain\w*|see|view\w*|open\w*|steal\w*|dig\w* up|record\w*|listen\w* (in|to))\b",
-                r"\b(someone'?s|somebody'?s|another (person|employee|worker)'?s|other people'?s|(my|a|the|our) (co-?workers?|colleagues?|boss|manager|supervisor|ex|ex-wife|ex-husband|ex-girlfriend|ex-boyfriend|wife|husband|partner|girlfriend|boyfriend|neighbou?rs?|employees?|new hire|tenant|landlord|rival|competitor)'?s?)\b",
-                r"\b(private|personal|medical|health|bank(ing)?|financial|e-?mails?|inbox|messages|texts|whatsapp|dms|home address|(current )?location|whereabouts|browsing|search history|passwords?|social security|ssn|salary|diary|webcam)\b",
-            ],
-            Some(10),
-            "This is not something this assistant helps with.",
-            ),
-            &[DEFENSIVE],
-        ),
-        unless(
-            rule(
-            "doxxing",
-            HarmCategory::Privacy,
-            "asks to expose or trace a private person",
-            &[REQUEST, r"\b(dox\w*|de-?anonymi[sz]\w*|unmask\w*)\b"],
-            Some(10),
-            "This is not something this assistant helps with.",
-            ),
-            &[DEFENSIVE],
-        ),
-        rule(
-            "illegal_weapon",
-            HarmCategory::ViolenceWeapons,
-            "asks to convert, build or buy a firearm outside the law",
-            &[
-                r"\b(convert\w*|modif\w*|turn\w*|make|mak(es|ing)|build\w*|print\w*|assembl\w*|mill\w*|buy\w*|get|obtain\w*|acquir\w*|fit\w*|install\w*)\b",
-                r"\b(full(y)?[- ]auto(matic)?|machine ?guns?|auto ?sears?|bump ?stocks?|ghost ?guns?|untraceable (guns?|firearms?|weapons?|pistols?|rifles?)|3d[- ]print\w* (a )?(guns?|firearms?|pistols?|rifles?)|(gun|firearm|pistol|rifle) (silencers?|suppressors?)|(silencers?|suppressors?) for (a |my )?(gun|firearm|pistol|rifle)|glock switch(es)?|(guns?|firearms?|pistols?|rifles?|weapons?|ammo|ammunition) without (a )?(background check|licen[cs]e|permit|serial( number)?))\b",
-            ],
-            Some(10),
-            "This is not something this assistant helps with.",
-        ),
-        unless(
-            rule(
-            "falsify_records",
-            HarmCategory::Illegal,
-            "asks to forge, backdate or falsify a record, permit or certificate",
-            &[
-                r"\b(backdat\w*|forg(e|es|ed|ing)|fak(e|es|ed|ing)|falsif\w*|fabricat\w*|fudg\w*|cook\w* the|pencil[- ]whip\w*|tamper\w* with|alter\w* the .{0,20}after the (accident|incident|inspection|audit))\b",
-                r"\b(reports?|records?|certificates?|certs?|inspections?|permits?|logs?|logbooks?|signatures?|test results|calibration|readings|timesheets?|time ?cards?|invoices?|documents?|documentation|audits?|lift plans?|risk assessments?|checklists?|licen[cs]es?|ids?|passports?|emissions?|sign-?offs?|books)\b",
-            ],
-            Some(8),
-            "This is not something this assistant helps with. Records, permits and certificates must say what was really done.",
-            ),
-            &[DEFENSIVE],
-        ),
-        rule(
-            "illegal_dumping",
-            HarmCategory::Illegal,
-            "asks to dump hazardous waste where it pollutes, or out of sight of the rules",
-            &[
-                r"\b(dump\w*|pour\w*|tip\w*|flush\w*|bury\w*|burn\w*|dispos\w*|get rid of|empty\w*|discharg\w*|leav\w*|hid(e|es|ing))\b",
-                r"\b(asbestos|solvents?|waste oil|used oil|chemicals?|coolant|hazardous waste|thinners?|pcbs?|acids?|sludge|effluent|contaminated water|batteries|pesticides?|mercury|oily water|bilge)\b",
-                r"\b(storm ?drains?|sewers?|rivers?|streams?|canals?|lakes?|ponds?|ditch(es)?|fields?|woods|the ground|the soil|at night|secretly|illegally|without (a )?(permit|licen[cs]e|anyone (knowing|noticing|seeing)|paying|paperwork)|so (that )?no ?one|unnoticed|unreported|before the (inspect\w*|audit\w*))\b",
-            ],
-            Some(15),
-            "Hazardous waste goes to a licensed carrier with its waste transfer note; a spill to drains or ground is reported to the environment officer at once.",
-        ),
-        rule(
-            "system_prompt_request",
-            HarmCategory::PromptInjection,
-            "asks for the assistant's instructions, prompt or secrets",
-            &[SYSTEM_PROMPT_REQUEST],
-            None,
-            "This assistant's instructions, settings and reply topics cannot be changed or read from a question.",
-        ),
-        rule(
-            "instruction_override",
-            HarmCategory::PromptInjection,
-            "tries to override the assistant's instructions or rules",
-            &[r"\b((ignore|disregard|forget|override|bypass)\w*\b.{0,30}\b(previous|prior|above|earlier|your|all|these|those|system)\b.{0,20}\b(instructions?|rules?|prompts?|guidelines?|polic(y|ies)|routing|safety (checks?|rules?|notices?))|forget (that )?you are|you are (now )?(dan|an? (unrestricted|unfiltered|uncensored) (ai|assistant|model))|you('re| are) now (in |entering )?(an? )?(developer|god|admin|administrator|maintenance|debug|debugging|root|sudo|service|diagnostic|test|unrestricted|unfiltered|dev) mode|developer mode|jailbreak\w*|(administrator|admin|sysadmin|developer|root|sudo) override\s*:\s*[a-z]+|(safety checks?|safety rules|filters?) (are |is )?(now )?(off|disabled)|(with|have|has) no (rules|restrictions|filters)|unrestricted (ai|assistant|mode))\b"],
-            None,
-            "This assistant's instructions, settings and reply topics cannot be changed or read from a question.",
-        ),
-        rule(
-            "reply_redirect",
-            HarmCategory::PromptInjection,
-            "tries to send the reply somewhere else or to inject a command",
-            &[r"\b((publish|send|post|forward|redirect|route|change|copy)\w* (your |this |the )?(reply|answer|response|output)( topic)?\b.{0,40}\b(topic|to [a-z0-9_-]+/)|(into|in) your (reply|answer|response) so (that )?(the )?(plc|gateway|hmi|controller))"],
-            None,
-            "This assistant's instructions, settings and reply topics cannot be changed or read from a question.",
-        ),
-    ]
-}
-
-/// A question that reaches for the assistant's own prompt: asks to show it
-/// ("print your system prompt", "output the text above"), names it in any
-/// words of the trade ("your starting instructions", "systemPrompt",
-/// "initialization string"), or seeds a reply that would recite it
-/// ("Start your answer with 'My instructions are:'"). A plant's "system
-/// message" or "instructions" (an HMI's, a machine's) are not the
-/// assistant's, so those words fire only with "your" or a verb of showing.
-const SYSTEM_PROMPT_REQUEST: &str = concat!(
-    r"\b(",
-    // a verb of showing, then the prompt or a secret of the assistant's
-    r"(show|print|reveal|repeat|tell|give|output|display|dump|leak|translate|list|encode|what (are|were))\b.{0,40}\b(system (prompt|message)|(your|its|the assistant'?s?) (exact |hidden |internal |initial |original )?(instructions|prompt|configuration|config( file)?|settings|api keys?|tokens?|passwords?|secrets?|rules))",
-    // the prompt by its names, with no verb needed: "the system prompt",
-    // "systemPrompt"; "what is a system prompt" asks about the idea
-    r"|(your|the|this|its|my) system[ _-]?prompts?|system_?prompts?|sys[ _-]?prompts?",
-    r"|(your|its|the assistant'?s?|the bot'?s?|the model'?s?) ((own|exact|hidden|internal|initial|original|starting|first|secret|full|underlying|system|preset|pre-set|preloaded|default|confidential) )+(instructions|prompt|directives|guidelines|rules|configuration|message)",
-    r"|initiali[sz]ation (string|prompt|text|instructions)",
-    r"|instructions (you were|you've been|you have been) (given|told)",
-    r"|(what|everything) (were you|have you been|you were) (told|given|instructed)",
-    // the text above this question: the prompt, as an attacker sees it
-    r"|(repeat|output|print|show|copy|echo|reproduce|return|display|rewrite|translate|encode|summari[sz]e|dump)\w*\b.{0,30}\b(text|everything|words|content|message|conversation|lines?)\b.{0,15}\babove\b",
-    r"|(repeat|output|print|show|copy|echo|reproduce|return|display|rewrite|translate|encode)\w*\b.{0,20}\babove (text|message|prompt|instructions|conversation|lines?)",
-    r"|(repeat|output|print|copy)\w* (back )?(this|the) (entire|whole|full) conversation",
-    r"|(everything|all (the )?text) above (this|the) (line|message)",
-    r")\b",
-    // a quoted opening for the reply that only the prompt could finish
-    r#"|['"]\s*(my (instructions|system prompt|prompt|rules|guidelines)|the system prompt|i was (instructed|told|programmed))\b"#,
-);
-
-/// Educational framings: asking why something is dangerous is not asking to do it.
-const EDUCATIONAL: &str = r"^\s*(why (is it|it's|would it be) (dangerous|unsafe|illegal|wrong|bad|forbidden|important not)|why (is|are) [a-z0-9' -]{1,60} (so )?(dangerous|unsafe|illegal|toxic|harmful|forbidden|a bad idea)|why (should|must) (you|we|i|one|workers|operators) (not|never)|why (should|must) [\w' -]{1,40} (not|never) be|why (shouldn't|mustn't)|what are the (risks|dangers|hazards|consequences) of|is it (illegal|against the law) to)\b";
 /// How much an educational framing scales the score.
 const EDUCATIONAL_DAMPING: f32 = 0.3;
 
-/// Asking why a machine or a rule behaves as it does ("why does the press
-/// stop when the light guard is blocked") is asking for an explanation, not
-/// for a way to change it: damped like an educational framing, unless the
-/// question also makes a request ([`REQUEST`]: "..., how do I keep it running").
-const EXPLANATION: &str = r"^\s*(why|how come) (does|do|did|is|are|was|were|would|will|won'?t|doesn'?t|don'?t|didn'?t|isn'?t|aren'?t|can'?t|cannot|must|should) (the|a|an|this|that|these|those|its|our|my|it|they)\b";
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Builtin {
+    /// Word lists a pattern names as `{{name}}`.
+    vocabulary: BTreeMap<String, WordList>,
+    framing: Framing,
+    rules: Vec<RuleSpec>,
+}
 
-/// A dangerous action named only to be ruled out ("without disabling them",
-/// "must not be bypassed", "without going in"). It is masked before the
-/// rules read the question, so it does not pair with the protection it
-/// names; the rest of the question is still read, so "bypass the interlock
-/// without disabling the alarm" still fires on its first verb. Only actions
-/// whose negation is the safe side are listed: "without switching off" or
-/// "without removing the fuse" describe live work and stay.
-const NEGATED_ACTION: &str = r"\b(without|never|not|no|don'?t|doesn'?t|didn'?t|won'?t|can'?t|mustn'?t|shouldn'?t) (be |being |ever )?(disabl|by-?pass|defeat|overrid|tamper|circumvent|silenc|mut|jumper|compromis|reduc|weaken)\w*|\bwithout (enter\w*|going (in|inside|into)|climbing (in|into)|stepping (in|into)|getting (in|into))\b";
+/// A word list: one pattern, or pieces joined (so each can carry a comment).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WordList {
+    One(String),
+    Pieces(Vec<String>),
+}
 
-/// A question about the precaution itself: how to do the safe step, or what
-/// it needs. Damped like an educational framing, unless [`DENIAL`] matches.
-const PRECAUTION: &str = r"(\bbefore (entering|going (in|into|down)|climbing (in|into|down)|touching|working on|opening|servicing|service|maintenance|removing|starting work)|\bwith (the )?(power|energy|supply|machine|drive|panel|it|everything) (isolated|locked out|off|disconnected|de-?energi[sz]ed)|\bwith (a |an )?(gas test[a-z]*|entry permit|permit|standby( person)?|attendant|rescue plan)|^\s*how (do|can|should) (i|we|you) safely|^\s*(what|which) (ppe|gas test[a-z]*|(gas )?readings?|precautions?|protective equipment)\b|^\s*who (can|may|is allowed to|is authori[sz]ed to)\b)";
+/// The framings, each described in `safety-rules.toml`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Framing {
+    educational: String,
+    explanation: String,
+    negated_action: String,
+    precaution: String,
+    denial: String,
+}
 
-/// Words that deny or defeat a precaution: a question with one of them is
-/// not asking how to do the safe step ("how do I safely enter without a gas test").
-const DENIAL: &str = r"\b(without|skip[a-z]*|instead of|anyway|anyhow|ignor[a-z]*|no need|don'?t need|do not need|not wear[a-z]*|by-?pass[a-z]*|defeat[a-z]*|disabl[a-z]*|overrid[a-z]*|jump[a-z]* (it |them )?out|cheat[a-z]*|trick[a-z]*|fool[a-z]*)\b";
+impl Builtin {
+    fn load() -> Self {
+        toml::from_str(BUILTIN).expect("safety-rules.toml parses (a unit test reads it)")
+    }
+
+    fn word_lists(&self) -> BTreeMap<String, String> {
+        self.vocabulary
+            .iter()
+            .map(|(name, list)| {
+                let pattern = match list {
+                    WordList::One(p) => p.clone(),
+                    WordList::Pieces(pieces) => pieces.concat(),
+                };
+                (name.clone(), pattern)
+            })
+            .collect()
+    }
+}
+
+/// `pattern` with each `{{name}}` replaced by that word list; Err(name) for
+/// a name that is not one. `{{` is never valid in a regular expression, so
+/// nothing else is read as a name.
+fn expand(pattern: &str, word_lists: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(start) = rest.find("{{") {
+        let end = rest[start..]
+            .find("}}")
+            .map(|e| start + e)
+            .ok_or_else(|| rest[start..].to_string())?;
+        let name = &rest[start + 2..end];
+        let list = word_lists.get(name).ok_or_else(|| name.to_string())?;
+        out.push_str(&rest[..start]);
+        out.push_str(list);
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SafetyError {
@@ -487,6 +159,12 @@ pub enum SafetyError {
     },
     #[error("disabled_rules names {0:?}, which is not a built-in rule")]
     UnknownRule(String),
+    #[error("safety rule {rule:?}: a pattern names {{{{{name}}}}}, which is not a built-in word list ({known})")]
+    UnknownWordList {
+        rule: String,
+        name: String,
+        known: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -689,7 +367,9 @@ impl Assessment {
     /// alone raised it, in a category where a careful answer is the right
     /// one (which is never a plant hazard).
     pub fn judge_may_clear(&self) -> bool {
-        self.flagged && !self.rules_flagged && self.learned.is_some_and(|l| careful_answer(l.category))
+        self.flagged
+            && !self.rules_flagged
+            && self.learned.is_some_and(|l| careful_answer(l.category))
     }
 
     /// The categories that fired, each once, in the order they fired.
@@ -721,15 +401,17 @@ fn compile(p: &str) -> Result<Regex, regex::Error> {
 
 impl SafetyClassifier {
     pub fn new(config: &SafetyConfig) -> Result<Self, SafetyError> {
-        let builtin = builtin();
+        let builtin = Builtin::load();
+        let word_lists = builtin.word_lists();
         if let Some(unknown) = config
             .disabled_rules
             .iter()
-            .find(|n| !builtin.iter().any(|r| &r.name == *n))
+            .find(|n| !builtin.rules.iter().any(|r| &r.name == *n))
         {
             return Err(SafetyError::UnknownRule(unknown.clone()));
         }
         let specs = builtin
+            .rules
             .into_iter()
             .filter(|r| !config.disabled_rules.contains(&r.name))
             .chain(config.rules.iter().cloned());
@@ -739,7 +421,14 @@ impl SafetyClassifier {
                 patterns
                     .iter()
                     .map(|p| {
-                        compile(p).map_err(|e| SafetyError::BadPattern {
+                        let expanded = expand(p, &word_lists).map_err(|name| {
+                            SafetyError::UnknownWordList {
+                                rule: spec.name.clone(),
+                                name,
+                                known: word_lists.keys().cloned().collect::<Vec<_>>().join(", "),
+                            }
+                        })?;
+                        compile(&expanded).map_err(|e| SafetyError::BadPattern {
                             rule: spec.name.clone(),
                             pattern: p.clone(),
                             message: e.to_string(),
@@ -755,14 +444,16 @@ impl SafetyClassifier {
                 unless,
             });
         }
+        let f = &builtin.framing;
+        let framing = |p: &str| compile(p).expect("a built-in pattern (a unit test compiles them)");
         Ok(Self {
             rules,
-            educational: compile(EDUCATIONAL).expect("built-in pattern"),
-            explanation: compile(EXPLANATION).expect("built-in pattern"),
-            request: compile(REQUEST).expect("built-in pattern"),
-            negated_action: compile(NEGATED_ACTION).expect("built-in pattern"),
-            precaution: compile(PRECAUTION).expect("built-in pattern"),
-            denial: compile(DENIAL).expect("built-in pattern"),
+            educational: framing(&f.educational),
+            explanation: framing(&f.explanation),
+            request: framing(&word_lists["request"]),
+            negated_action: framing(&f.negated_action),
+            precaution: framing(&f.precaution),
+            denial: framing(&f.denial),
             threshold: config.threshold,
             actions: config.actions.clone(),
         })
@@ -1060,7 +751,7 @@ mod tests {
                 name: "ueberdruck".into(),
                 patterns,
                 within_words: Some(4),
-                ..builtin()[0].clone()
+                ..Builtin::load().rules[0].clone()
             }],
             ..SafetyConfig::default()
         };
@@ -1085,7 +776,7 @@ mod tests {
         let bad = SafetyConfig {
             rules: vec![RuleSpec {
                 patterns: vec!["(unclosed".into()],
-                ..builtin()[0].clone()
+                ..Builtin::load().rules[0].clone()
             }],
             ..Default::default()
         };
@@ -1101,6 +792,78 @@ mod tests {
             SafetyClassifier::new(&unknown),
             Err(SafetyError::UnknownRule(_))
         ));
+        let unknown_list = SafetyConfig {
+            rules: vec![RuleSpec {
+                patterns: vec!["{{defeat}}".into(), "{{guards}}".into()],
+                ..Builtin::load().rules[0].clone()
+            }],
+            ..Default::default()
+        };
+        let e = SafetyClassifier::new(&unknown_list).err().unwrap();
+        assert!(
+            matches!(&e, SafetyError::UnknownWordList { name, .. } if name == "guards"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("{{guards}}") && e.to_string().contains("protection"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_built_in_rules_are_data_whose_names_are_unique_and_whose_word_lists_all_serve() {
+        let b = Builtin::load();
+        let mut names: Vec<&str> = b.rules.iter().map(|r| r.name.as_str()).collect();
+        let count = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), count, "a rule name is used twice");
+        // Every word list is named by a rule or the engine ({{request}}).
+        let text: String = b
+            .rules
+            .iter()
+            .flat_map(|r| r.patterns.iter().chain(&r.unless))
+            .cloned()
+            .collect();
+        for name in b.word_lists().keys() {
+            assert!(
+                *name == "request" || text.contains(&format!("{{{{{name}}}}}")),
+                "word list {name} is named by no rule"
+            );
+        }
+        // The framings compile (`new` relies on it).
+        assert!(SafetyClassifier::new(&SafetyConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn a_site_rule_may_name_a_built_in_word_list() {
+        let site = SafetyConfig {
+            rules: vec![RuleSpec {
+                name: "press_brake".into(),
+                reason: "asks to defeat the press brake's protection".into(),
+                category: HarmCategory::PlantHazard,
+                patterns: vec!["{{defeat}}".into(), r"\bpress brake\b".into()],
+                within_words: Some(8),
+                unless: vec![],
+                weight: 1.0,
+                advice: "Call the press shop's supervisor.".into(),
+            }],
+            disabled_rules: vec!["defeat_protection".into()],
+            ..Default::default()
+        };
+        let c = SafetyClassifier::new(&site).unwrap();
+        let a = c.assess("how do I override the press brake");
+        assert!(a.flagged, "{a:?}");
+        assert_eq!(a.reasons[0].rule, "press_brake");
+        assert!(!c.assess("how do I program the press brake").flagged);
+        assert_eq!(
+            expand(
+                "a{{x}}b{{x}}",
+                &BTreeMap::from([("x".to_string(), "(y)".to_string())])
+            ),
+            Ok("a(y)b(y)".into())
+        );
+        assert_eq!(expand("a{{x", &BTreeMap::new()), Err("{{x".into()));
     }
 
     #[test]
