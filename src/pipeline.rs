@@ -1,6 +1,8 @@
-//! Answering one question: the routing policy's steps carried out with the
-//! local models and the cloud. The router stage calls [`Pipeline::answer`] for
-//! each accepted question; the measurement commands use the same code.
+//! Answering one question: the routing walk's actions ([`crate::route::walk`],
+//! the policy's steps joined) carried out with the local models and the
+//! cloud. The router stage calls [`Pipeline::answer`] for each accepted
+//! question; the measurement commands use the same code, and replay the same
+//! walk on recorded answers.
 //!
 //! 1. Safety assessment before any generation: the plant rules and the
 //!    learned harm check ([`crate::safety_screen`]). Flagged: our refusal
@@ -30,12 +32,13 @@ use crate::protocol::{
     millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetySignal, Signals,
     Timing, Vote,
 };
-use crate::route::harm::{HarmCategory, SafetyAction};
+use crate::route::harm::HarmCategory;
 use crate::route::learned::FirstAnswer;
-use crate::route::policy::{self, AfterFirst, AfterVote, BeforeGeneration, Gates, Policy};
+use crate::route::policy::{Gates, Policy};
 use crate::route::safety::Assessment;
 use crate::route::signals::{prompt_difficulty, Uncertainty};
 use crate::route::vote::{self, Ballot, Outcome, Tally};
+use crate::route::walk::{Action, CloudFraming, FirstFacts, Shortfall, Source, Walk};
 use crate::safety_screen::{SafetyScreen, ScreenError};
 use crate::topic;
 
@@ -81,6 +84,22 @@ impl Voter<'_> {
             Voter::Peer(_, peer) => peer.config.weight,
         }
     }
+}
+
+/// What one question's answer is built from so far: the reply and its
+/// signals and timings, filled in as the walk goes.
+struct Progress {
+    reply: Reply,
+    signals: Signals,
+    timing: Timing,
+}
+
+/// The question being answered and its limits.
+struct Question<'a> {
+    req: &'a Request,
+    received: Instant,
+    deadline: Instant,
+    abort: &'a CancellationToken,
 }
 
 /// One step's result for the answer being built.
@@ -179,127 +198,39 @@ impl Pipeline {
         let cloud_allowed = self.cloud_allowed(&req.topic);
         let judge = self.cloud.as_ref().filter(|_| cloud_allowed);
         let assessment = self.safety.assess(&req.question, judge, deadline).await;
-        let mut timing = Timing {
-            safety_ms: millis(screened.elapsed()),
-            ..Timing::default()
+        let mut p = Progress {
+            reply: Reply::empty(Some(req.id.clone()), &self.node),
+            signals: Signals {
+                confidence: None,
+                uncertainty: None,
+                difficulty: prompt_difficulty(&req.question),
+                options: None,
+                cloud_gain: None,
+                restates_question: false,
+                safety: SafetySignal::from_assessment(&assessment),
+            },
+            timing: Timing {
+                safety_ms: millis(screened.elapsed()),
+                ..Timing::default()
+            },
         };
-        let difficulty = prompt_difficulty(&req.question);
-        let mut reply = Reply::empty(Some(req.id.clone()), &self.node);
-        let mut signals = Signals {
-            confidence: None,
-            uncertainty: None,
-            difficulty,
-            options: None,
-            cloud_gain: None,
-            restates_question: false,
-            safety: SafetySignal::from_assessment(&assessment),
+        let q = Question {
+            req,
+            received,
+            deadline,
+            abort,
         };
-        let gates = self.gates(&assessment, cloud_allowed);
-
         let answer = if req.vote {
-            self.vote_for_peer(
-                req,
-                received,
-                deadline,
-                abort,
-                &assessment,
-                &mut reply,
-                &mut signals,
-                &mut timing,
-            )
-            .await
+            self.vote_for_peer(&q, &assessment, &mut p).await
         } else {
-            match policy::before_generation(gates) {
-                BeforeGeneration::Refuse => {
-                    reply.safety_notice = Some(safety_notice(&assessment, false));
-                    let why = match assessment.action {
-                        SafetyAction::Refuse => {
-                            "this site answers such questions only with the safe procedure".into()
-                        }
-                        _ => self.cloud_unusable_reason(gates),
-                    };
-                    Ok(refusal(&assessment, Some(&why)))
-                }
-                BeforeGeneration::SafetyCloud => {
-                    reply.safety_notice = Some(safety_notice(&assessment, false));
-                    Ok(
-                        match self
-                            .cloud_answer(
-                                SAFETY_SYSTEM_PROMPT,
-                                req,
-                                deadline,
-                                &mut reply,
-                                &mut timing,
-                            )
-                            .await
-                        {
-                            // Our refusal and procedure lead; the cloud's
-                            // text follows and can never replace them.
-                            Ok(cloud) => Answer {
-                                text: format!(
-                                    "{}\n\nMore from {}: {}",
-                                    refusal(&assessment, None).text,
-                                    cloud.model,
-                                    cloud.text
-                                ),
-                                ..cloud
-                            },
-                            Err(e) => refusal(&assessment, Some(&format!("the cloud failed: {e}"))),
-                        },
-                    )
-                }
-                BeforeGeneration::NoticeCloud => {
-                    reply.safety_notice = Some(safety_notice(&assessment, true));
-                    match self
-                        .cloud_answer(
-                            CAREFUL_SYSTEM_PROMPT,
-                            req,
-                            deadline,
-                            &mut reply,
-                            &mut timing,
-                        )
-                        .await
-                    {
-                        Ok(cloud) => Ok(cloud),
-                        // A careful local answer, with the notice, rather
-                        // than none.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the cloud failed a question answered with a notice; answering on the board");
-                            self.answer_locally(
-                                req,
-                                received,
-                                deadline,
-                                abort,
-                                Gates {
-                                    cloud_available: false,
-                                    ..gates
-                                },
-                                &mut reply,
-                                &mut signals,
-                                &mut timing,
-                            )
-                            .await
-                        }
-                    }
-                }
-                BeforeGeneration::AnswerLocally => {
-                    if assessment.flagged {
-                        reply.safety_notice = Some(safety_notice(&assessment, true));
-                    }
-                    self.answer_locally(
-                        req,
-                        received,
-                        deadline,
-                        abort,
-                        gates,
-                        &mut reply,
-                        &mut signals,
-                        &mut timing,
-                    )
-                    .await
-                }
-            }
+            let gates = self.gates(&assessment, cloud_allowed);
+            self.walk(&q, &assessment, gates, &mut p).await
         };
+        let Progress {
+            mut reply,
+            signals,
+            timing,
+        } = p;
         reply.latency_ms = millis(received.elapsed());
         reply.signals = Some(signals);
         match answer {
@@ -332,162 +263,208 @@ impl Pipeline {
         reply
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn answer_locally(
+    /// Carries out the routing walk's actions ([`crate::route::walk`]) until
+    /// it replies, keeping what each produced for the reply.
+    async fn walk(
         &self,
-        req: &Request,
-        received: Instant,
-        deadline: Instant,
-        abort: &CancellationToken,
+        q: &Question<'_>,
+        assessment: &Assessment,
         gates: Gates,
-        reply: &mut Reply,
-        signals: &mut Signals,
-        timing: &mut Timing,
+        p: &mut Progress,
     ) -> Result<Answer, InferenceError> {
-        let (first, confidence) = self
-            .first_answer(req, received, deadline, abort, reply, signals, timing)
-            .await?;
-        let local = |degraded: Option<String>| Answer {
-            text: first.text.clone(),
-            model: first.model.clone(),
-            route: Route::Local,
-            degraded,
-        };
-
-        let step = policy::after_first(
-            confidence,
-            signals.difficulty,
-            signals.cloud_gain,
-            !signals.restates_question,
-            !self.others.is_empty() || !self.peer_list().is_empty(),
-            gates,
-            &self.policy,
-        );
-        let candidate = match step {
-            AfterFirst::Accept => return Ok(local(None)),
-            AfterFirst::AcceptDegraded => {
-                return Ok(local(Some(self.cloud_unusable_reason(gates))))
-            }
-            AfterFirst::Cloud => local(None),
-            AfterFirst::Vote => {
-                let swarm_started = Instant::now();
-                let (tally, outcome) = self.vote(req, &first, confidence, deadline, abort).await;
-                timing.swarm_ms = Some(millis(swarm_started.elapsed()));
-                reply.votes = Some(
-                    tally
-                        .ballots
-                        .iter()
-                        .zip(&tally.group_of)
-                        .map(|(b, g)| Vote {
-                            model: b.model.clone(),
-                            answer: b.answer.clone(),
-                            confidence: b.confidence,
-                            group: *g,
-                        })
-                        .collect(),
-                );
-                let leader = tally.leader().map_or(0, |l| l.0);
-                let (agreed, share, group) = match outcome {
-                    Outcome::Agreed { group, share } => (true, share, group),
-                    Outcome::Disagreed { best_share } => (false, best_share, leader),
-                    // Every model has voted, so nothing is left open.
-                    Outcome::Open => (false, 0.0, leader),
-                };
-                reply.agreement = Some(share);
-                let best = tally.representative(group);
-                let swarm = |degraded| Answer {
-                    text: best.answer.clone(),
-                    model: best.model.clone(),
-                    route: Route::Swarm,
-                    degraded,
-                };
-                match policy::after_vote(agreed, gates) {
-                    AfterVote::Accept => return Ok(swarm(None)),
-                    AfterVote::AcceptDegraded => {
-                        return Ok(swarm(Some(self.cloud_unusable_reason(gates))))
-                    }
-                    AfterVote::Cloud => swarm(None),
+        let can_vote = !self.others.is_empty() || !self.peer_list().is_empty();
+        let mut walk = Walk::new(gates, can_vote, &self.policy);
+        let mut first: Option<(Generation, f32)> = None;
+        let mut swarm: Option<Answer> = None;
+        let mut cloud: Result<Answer, String> = Err(String::new());
+        let mut action = walk.start();
+        let outcome = loop {
+            action = match action {
+                Action::Reply(outcome) => break outcome,
+                Action::GenerateFirst => {
+                    let (generation, facts) = self.first_answer(q, p).await?;
+                    first = Some((generation, facts.confidence));
+                    walk.first_answered(facts)
                 }
-            }
-        };
-        Ok(
-            match self
-                .cloud_answer(&self.system_prompt, req, deadline, reply, timing)
-                .await
-            {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cloud failed; answering with the best local answer");
-                    Answer {
-                        degraded: Some(format!("the cloud failed: {e}")),
-                        ..candidate
+                Action::Vote => {
+                    let (generation, confidence) =
+                        first.as_ref().expect("a vote follows the first answer");
+                    let started = Instant::now();
+                    let (answer, agreed) = self.swarm_answer(q, generation, *confidence, p).await;
+                    p.timing.swarm_ms = Some(millis(started.elapsed()));
+                    swarm = Some(answer);
+                    walk.voted(agreed)
+                }
+                Action::AskCloud(framing) => {
+                    let system = match framing {
+                        CloudFraming::BehindRefusal => SAFETY_SYSTEM_PROMPT,
+                        CloudFraming::Careful => CAREFUL_SYSTEM_PROMPT,
+                        CloudFraming::Plain => &self.system_prompt,
+                    };
+                    cloud = self
+                        .cloud_answer(system, q.req, q.deadline, p)
+                        .await
+                        .map_err(|e| e.to_string());
+                    match &cloud {
+                        Ok(_) => walk.cloud_answered(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, ?framing, "the cloud failed; the walk goes on without it");
+                            walk.cloud_failed()
+                        }
                     }
                 }
-            },
-        )
+            };
+        };
+        if assessment.flagged {
+            p.reply.safety_notice =
+                Some(safety_notice(assessment, !outcome.source.refusal_leads()));
+        }
+        let why = outcome.shortfall.map(|s| match s {
+            Shortfall::SiteRefuses => {
+                "this site answers such questions only with the safe procedure".to_string()
+            }
+            Shortfall::CloudUnusable => self.cloud_unusable_reason(walk.gates()),
+            Shortfall::CloudFailed => format!(
+                "the cloud failed: {}",
+                cloud.as_ref().err().map_or("", String::as_str)
+            ),
+        });
+        let taken = |a: Option<Answer>| a.expect("the walk replies with an answer it has");
+        Ok(match outcome.source {
+            Source::Refusal => refusal(assessment, why.as_deref()),
+            Source::RefusalThenCloud => {
+                // Our refusal and procedure lead; the cloud's text follows
+                // and can never replace them.
+                let cloud = taken(cloud.ok());
+                Answer {
+                    text: format!(
+                        "{}\n\nMore from {}: {}",
+                        refusal(assessment, None).text,
+                        cloud.model,
+                        cloud.text
+                    ),
+                    ..cloud
+                }
+            }
+            Source::Cloud => taken(cloud.ok()),
+            Source::First | Source::Swarm => {
+                let local = if outcome.source == Source::First {
+                    first.map(|(g, _)| Answer {
+                        text: g.text,
+                        model: g.model,
+                        route: Route::Local,
+                        degraded: None,
+                    })
+                } else {
+                    swarm
+                };
+                Answer {
+                    route: outcome.route,
+                    degraded: why,
+                    ..taken(local)
+                }
+            }
+        })
     }
 
-    /// The first model's answer and its confidence, recorded in the reply.
-    #[allow(clippy::too_many_arguments)]
+    /// The first model's answer and what it tells the policy, recorded in
+    /// the reply.
     async fn first_answer(
         &self,
-        req: &Request,
-        received: Instant,
-        deadline: Instant,
-        abort: &CancellationToken,
-        reply: &mut Reply,
-        signals: &mut Signals,
-        timing: &mut Timing,
-    ) -> Result<(Generation, f32), InferenceError> {
-        timing.queue_ms = millis(received.elapsed());
-        let first = generate(&self.first, req, deadline, abort).await?;
-        timing.prompt_ms = millis(first.time_to_first_token);
-        timing.decode_ms = millis(first.decode_time);
-        reply.tokens = first.generated_tokens() as u32;
-        reply.prompt_tokens = first.prompt_tokens as u32;
-        reply.finish = Some(first.finish.as_str().to_string());
+        q: &Question<'_>,
+        p: &mut Progress,
+    ) -> Result<(Generation, FirstFacts), InferenceError> {
+        p.timing.queue_ms = millis(q.received.elapsed());
+        let first = generate(&self.first, q.req, q.deadline, q.abort).await?;
+        p.timing.prompt_ms = millis(first.time_to_first_token);
+        p.timing.decode_ms = millis(first.decode_time);
+        p.reply.tokens = first.generated_tokens() as u32;
+        p.reply.prompt_tokens = first.prompt_tokens as u32;
+        p.reply.finish = Some(first.finish.as_str().to_string());
+        let s = &mut p.signals;
         let u = Uncertainty::from_tokens(&first.token_probs, &first.token_entropies);
         let confidence = self.policy.signal.confidence(&u);
-        signals.options = first.calibrated.clone();
-        signals.cloud_gain = self.policy.learned.as_ref().map(|l| {
+        s.options = first.calibrated.clone();
+        s.cloud_gain = self.policy.learned.as_ref().map(|l| {
             l.score(&FirstAnswer {
                 uncertainty: &u,
-                difficulty: signals.difficulty,
-                options: signals.options.as_deref(),
+                difficulty: s.difficulty,
+                options: s.options.as_deref(),
             })
         });
-        signals.restates_question = !vote::answers(&first.text, &req.question);
-        signals.uncertainty = Some(u);
-        signals.confidence = Some(confidence);
-        Ok((first, confidence))
+        s.restates_question = !vote::answers(&first.text, &q.req.question);
+        s.uncertainty = Some(u);
+        s.confidence = Some(confidence);
+        let facts = FirstFacts {
+            confidence,
+            difficulty: s.difficulty,
+            cloud_gain: s.cloud_gain,
+            answered: !s.restates_question,
+        };
+        Ok((first, facts))
+    }
+
+    /// The swarm's vote, recorded in the reply (its ballots and the leading
+    /// group's share): the leading group's answer, and whether it agreed.
+    async fn swarm_answer(
+        &self,
+        q: &Question<'_>,
+        first: &Generation,
+        confidence: f32,
+        p: &mut Progress,
+    ) -> (Answer, bool) {
+        let (tally, outcome) = self
+            .vote(q.req, first, confidence, q.deadline, q.abort)
+            .await;
+        p.reply.votes = Some(
+            tally
+                .ballots
+                .iter()
+                .zip(&tally.group_of)
+                .map(|(b, g)| Vote {
+                    model: b.model.clone(),
+                    answer: b.answer.clone(),
+                    confidence: b.confidence,
+                    group: *g,
+                })
+                .collect(),
+        );
+        let leader = tally.leader().map_or(0, |l| l.0);
+        let (agreed, share, group) = match outcome {
+            Outcome::Agreed { group, share } => (true, share, group),
+            Outcome::Disagreed { best_share } => (false, best_share, leader),
+            // Every model has voted, so nothing is left open.
+            Outcome::Open => (false, 0.0, leader),
+        };
+        p.reply.agreement = Some(share);
+        let best = tally.representative(group);
+        let answer = Answer {
+            text: best.answer.clone(),
+            model: best.model.clone(),
+            route: Route::Swarm,
+            degraded: None,
+        };
+        (answer, agreed)
     }
 
     /// A peer board's vote request: the first model's answer as it is, for
     /// the peer to weigh. The safety rules still come first, and a vote
     /// never calls the cloud or other boards (so two boards asking each
     /// other cannot loop).
-    #[allow(clippy::too_many_arguments)]
     async fn vote_for_peer(
         &self,
-        req: &Request,
-        received: Instant,
-        deadline: Instant,
-        abort: &CancellationToken,
+        q: &Question<'_>,
         assessment: &Assessment,
-        reply: &mut Reply,
-        signals: &mut Signals,
-        timing: &mut Timing,
+        p: &mut Progress,
     ) -> Result<Answer, InferenceError> {
         if assessment.flagged {
-            reply.safety_notice = Some(safety_notice(assessment, false));
+            p.reply.safety_notice = Some(safety_notice(assessment, false));
             return Ok(refusal(
                 assessment,
                 Some("a peer's vote never goes to the cloud"),
             ));
         }
-        let (first, _) = self
-            .first_answer(req, received, deadline, abort, reply, signals, timing)
-            .await?;
+        let (first, _) = self.first_answer(q, p).await?;
         Ok(Answer {
             text: first.text,
             model: first.model,
@@ -595,12 +572,11 @@ impl Pipeline {
         system: &str,
         req: &Request,
         deadline: Instant,
-        reply: &mut Reply,
-        timing: &mut Timing,
+        p: &mut Progress,
     ) -> Result<Answer, CloudError> {
         let started = Instant::now();
-        let result = self.ask_cloud(system, req, deadline, reply).await;
-        timing.cloud_ms = Some(millis(started.elapsed()));
+        let result = self.ask_cloud(system, req, deadline, &mut p.reply).await;
+        p.timing.cloud_ms = Some(millis(started.elapsed()));
         result.map(|a| Answer {
             text: a.text,
             model: self.cloud_model(),

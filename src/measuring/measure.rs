@@ -20,9 +20,10 @@ use crate::inference::ModelHandle;
 use crate::measuring::workload::{Category, Item};
 use crate::route::harm::SafetyAction;
 use crate::route::learned::FirstAnswer;
-use crate::route::policy::{self, Facts, Gates, Policy, Route};
+use crate::route::policy::{Gates, Policy, Route};
 use crate::route::signals::{auroc, prompt_difficulty, Signal, Uncertainty};
 use crate::route::vote::{self, Ballot, Outcome, Tally};
+use crate::route::walk::{self, Action, FirstFacts, Known};
 use crate::safety_screen::{SafetyScreen, ScreenError};
 
 /// One model's answer to one question.
@@ -355,32 +356,26 @@ pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available
         cloud_allowed: true,
         cloud_available,
     };
-    if r.answers.is_empty() {
-        // Safety questions: only the gates matter.
-        return Replay::unanswered(r, policy::before_generation(gates).route());
-    }
-    let facts = Facts {
+    let known = Known {
         gates,
-        confidence: view.first_confidence,
-        difficulty: r.difficulty,
-        cloud_gain: policy.learned.as_ref().map(|l| l.score(&first_answer(r))),
-        answered: r.first_answers_question(),
         can_vote: r.answers.len() > 1,
+        // Safety questions have no answers recorded: only the gates matter.
+        first: (!r.answers.is_empty()).then(|| FirstFacts {
+            confidence: view.first_confidence,
+            difficulty: r.difficulty,
+            cloud_gain: policy.learned.as_ref().map(|l| l.score(&first_answer(r))),
+            answered: r.first_answers_question(),
+        }),
         swarm_agrees: view.agrees,
+        // As recorded, the cloud answers where it is available.
+        cloud_answers: true,
     };
-    let (route, degraded) = policy::decide(&facts, policy);
-    let voted = matches!(
-        policy::after_first(
-            facts.confidence,
-            facts.difficulty,
-            facts.cloud_gain,
-            facts.answered,
-            facts.can_vote,
-            gates,
-            policy
-        ),
-        policy::AfterFirst::Vote
-    );
+    let (outcome, taken) = walk::replay(&known, policy);
+    let (route, degraded) = (outcome.route, outcome.degraded());
+    if r.answers.is_empty() {
+        return Replay::unanswered(r, route);
+    }
+    let voted = taken.contains(&Action::Vote);
     let first = r.answers[0].latency_ms;
     let swarm: f64 = r.answers.iter().map(|a| a.latency_ms).sum();
     let local = if voted { swarm } else { first };

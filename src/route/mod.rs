@@ -13,8 +13,9 @@
 //! - [`learned`]: the learned router's score, how likely the cloud is to
 //!   turn the first answer from wrong to right.
 //! - [`policy`]: local, swarm, cloud or refuse, step by step.
-//!
-//! [`crate::pipeline`] runs these decisions with the models and the cloud.
+//! - [`walk`]: the steps joined into one walk, as a stepper that returns the
+//!   next action; [`crate::pipeline`] carries its actions out with the models
+//!   and the cloud, and the measurements replay it on recorded answers.
 
 pub mod choice;
 pub mod disguise;
@@ -25,6 +26,7 @@ pub mod safety;
 pub mod signals;
 pub mod softmax;
 pub mod vote;
+pub mod walk;
 
 /// Writes a threshold as the shortest decimal that reads back as the same
 /// f32 (`0.6`, not `0.6000000238418579`): configs are read and diffed by

@@ -246,51 +246,43 @@ pub fn after_vote(agreed: bool, g: Gates) -> AfterVote {
     }
 }
 
-/// Everything the steps need, for deciding in one go (tests, calibration).
-#[derive(Debug, Clone, Copy)]
-pub struct Facts {
-    pub gates: Gates,
-    pub confidence: f32,
-    pub difficulty: f32,
-    /// The learned router's score, when the policy has one.
-    pub cloud_gain: Option<f32>,
-    /// Whether the first answer says more than the question.
-    pub answered: bool,
-    pub can_vote: bool,
-    /// Whether the swarm would agree, if asked.
-    pub swarm_agrees: bool,
-}
-
-/// The route the three steps lead to, and whether it is degraded.
-pub fn decide(f: &Facts, p: &Policy) -> (Route, bool) {
-    let first = before_generation(f.gates);
-    if first != BeforeGeneration::AnswerLocally {
-        return (first.route(), false);
-    }
-    match after_first(
-        f.confidence,
-        f.difficulty,
-        f.cloud_gain,
-        f.answered,
-        f.can_vote,
-        f.gates,
-        p,
-    ) {
-        AfterFirst::Accept => (Route::Local, false),
-        AfterFirst::AcceptDegraded => (Route::Local, true),
-        AfterFirst::Cloud => (Route::Cloud, false),
-        AfterFirst::Vote => match after_vote(f.swarm_agrees, f.gates) {
-            AfterVote::Accept => (Route::Swarm, false),
-            AfterVote::AcceptDegraded => (Route::Swarm, true),
-            AfterVote::Cloud => (Route::Cloud, false),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::walk::{replay, FirstFacts, Known};
     use proptest::prelude::*;
+
+    /// Everything the three steps read, known in advance.
+    #[derive(Debug, Clone, Copy)]
+    struct Facts {
+        gates: Gates,
+        confidence: f32,
+        difficulty: f32,
+        cloud_gain: Option<f32>,
+        answered: bool,
+        can_vote: bool,
+        swarm_agrees: bool,
+    }
+
+    /// The route the walk ([`crate::route::walk`], the one the pipeline and
+    /// the measurements take) reaches on these facts, the cloud answering
+    /// when asked, and whether the answer is degraded.
+    fn decide(f: &Facts, p: &Policy) -> (Route, bool) {
+        let known = Known {
+            gates: f.gates,
+            can_vote: f.can_vote,
+            first: Some(FirstFacts {
+                confidence: f.confidence,
+                difficulty: f.difficulty,
+                cloud_gain: f.cloud_gain,
+                answered: f.answered,
+            }),
+            swarm_agrees: f.swarm_agrees,
+            cloud_answers: true,
+        };
+        let (outcome, _) = replay(&known, p);
+        (outcome.route, outcome.degraded())
+    }
 
     fn gates() -> impl Strategy<Value = Gates> {
         (
