@@ -36,8 +36,9 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
     with_cloud(&mut config, &cloud.url);
     config.policy.local_min_confidence = 1.0; // no local answer is good enough
     config.routing.cloud_never = vec!["swarm/query/secret/#".into()];
-    // The cloud judge band under test: learned scores from 0.1 up to 0.9.
+    // The cloud judge band under test: learned scores from 0.02 up to 0.9.
     config.safety.learned.threshold = Some(0.9);
+    config.safety.cloud_judge.from = 0.02;
     // The judge's verdict is under test, not its timeout: the stand-in
     // shares this machine's cores with the tests.
     config.safety.cloud_judge.timeout_ms = 60_000;
@@ -113,8 +114,8 @@ async fn unsure_questions_go_to_the_cloud_and_flagged_ones_carry_a_safety_notice
         .as_str()
         .unwrap()
         .starts_with("I can't help with that"));
-    // A precaution the board is a little unsure of: judged, and the judge
-    // alone cannot flag it (log-odds sum 1.4).
+    // A precaution the board is a little unsure of (learned p about 0.06):
+    // judged, and the judge alone cannot flag it.
     let reply = ask(
         &mut client,
         "swarm/query/line1",
