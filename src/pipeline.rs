@@ -29,8 +29,8 @@ use crate::config::Config;
 use crate::inference::{Generation, InferenceError, ModelHandle};
 use crate::peers::Peers;
 use crate::protocol::{
-    millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetySignal, Signals,
-    Timing, Vote,
+    millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetyLayer, SafetySignal,
+    Signals, Timing, Vote,
 };
 use crate::route::harm::HarmCategory;
 use crate::route::learned::FirstAnswer;
@@ -207,7 +207,7 @@ impl Pipeline {
                 options: None,
                 cloud_gain: None,
                 restates_question: false,
-                safety: SafetySignal::from_assessment(&assessment),
+                safety: safety_signal(&assessment),
             },
             timing: Timing {
                 safety_ms: millis(screened.elapsed()),
@@ -674,6 +674,28 @@ fn advice_parts(a: &Assessment) -> Vec<&str> {
 /// procedure, and why nothing more follows where nothing does. Where
 /// self-harm is among the reasons, the words of support come first: a
 /// person who may be at risk should read them before the refusal.
+/// What the reply says of the safety verdict: the wire's small view of it.
+fn safety_signal(a: &Assessment) -> SafetySignal {
+    SafetySignal {
+        score: a.score,
+        flagged: a.flagged,
+        action: a.action,
+        reasons: a.categories(),
+        layers: a
+            .reasons
+            .iter()
+            .map(|r| SafetyLayer {
+                layer: r.layer,
+                rule: r.rule.clone(),
+                category: r.category,
+            })
+            .collect(),
+        learned: a.learned,
+        judge: a.judge,
+        disguises: a.disguises.clone(),
+    }
+}
+
 fn refusal(a: &Assessment, why_nothing_more: Option<&str>) -> Answer {
     let why = why_nothing_more.map_or_else(String::new, |w| format!(" and {w}"));
     let mut parts = advice_parts(a);

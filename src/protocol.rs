@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::route::disguise::Disguise;
 use crate::route::harm::{HarmCategory, HarmScore, SafetyAction};
-use crate::route::safety::{Assessment, Layer};
+use crate::route::safety::Layer;
 use crate::route::signals::Uncertainty;
 use crate::topic;
 
@@ -463,29 +463,6 @@ pub struct SafetyLayer {
     pub layer: Layer,
     pub rule: String,
     pub category: HarmCategory,
-}
-
-impl SafetySignal {
-    pub fn from_assessment(a: &Assessment) -> Self {
-        Self {
-            score: a.score,
-            flagged: a.flagged,
-            action: a.action,
-            reasons: a.categories(),
-            layers: a
-                .reasons
-                .iter()
-                .map(|r| SafetyLayer {
-                    layer: r.layer,
-                    rule: r.rule.clone(),
-                    category: r.category,
-                })
-                .collect(),
-            learned: a.learned,
-            judge: a.judge,
-            disguises: a.disguises.clone(),
-        }
-    }
 }
 
 /// One model's answer in a swarm vote.
