@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::cloud::{self, CloudClient, CloudError};
 use crate::config::Config;
 use crate::inference::{self, InferenceError, ModelHandle};
-use crate::journal::{Journal, JournalError, JournalSettings};
+use crate::journal::{Entry, Journal, JournalError, JournalSettings};
 use crate::mqtt::{self, Backoff, ConnectSettings, MqttError};
 use crate::peers::Peers;
 use crate::pipeline::Pipeline;
@@ -164,30 +164,13 @@ pub fn build_pipeline(config: &Config, models: &[ModelHandle]) -> Result<Pipelin
 
 /// Runs the service until `shutdown` is cancelled and the drain is complete.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
-    let (journal, owed, journal_healthy) = match &config.journal {
-        Some(j) => {
-            let (journal, owed, healthy) = Journal::start(&JournalSettings {
-                dir: j.dir.clone(),
-                max_bytes: j.max_bytes,
-            })?;
-            (Some(journal), owed, healthy)
-        }
-        None => {
-            tracing::warn!(
-                "no [journal] configured: questions held when the process is killed are lost"
-            );
-            (None, Vec::new(), watch::channel(true).1)
-        }
-    };
+    let (journal, owed, journal_healthy) = open_journal(&config)?;
     let journal_state = if journal.is_some() { "ok" } else { "off" };
     let models = load_models(&config).await?;
     let mut pipeline = build_pipeline(&config, &models)?;
 
     let status_topic = config.status_topic();
-    let mut settings = ConnectSettings::from_config(&config.mqtt, config.client_id())?;
-    settings.last_will = Some((status_topic.clone(), offline_status(&config)));
-    settings.receive_maximum = Some(RECEIVE_MAXIMUM);
-    let (client, events) = mqtt::connect(&settings, true);
+    let (client, events) = connect(&config)?;
     let peers = (!config.routing.peers.is_empty()).then(|| {
         Arc::new(Peers::new(
             config.routing.peers.clone(),
@@ -199,40 +182,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         pipeline = pipeline.with_peers(p.clone());
     }
     let pipeline = Arc::new(pipeline);
-    tracing::info!(
-        broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
-        protocol = ?config.mqtt.protocol,
-        client_id = %settings.client_id,
-        "connecting"
-    );
 
     let (raw_tx, raw_rx) = mpsc::channel(RAW_CHANNEL);
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let give_up = CancellationToken::new();
-    let (subscribed_tx, mut subscribed_rx) = watch::channel(false);
+    let (subscribed_tx, subscribed_rx) = watch::channel(false);
     let (accepted_tx, accepted_rx) = mpsc::channel(config.limits.intake_queue);
     let metrics_stop = CancellationToken::new();
-    // Metrics are the operator's view, not the service: an endpoint that
-    // cannot listen is an error in the log, and the questions are answered.
-    let metrics_up = match config.metrics.as_ref().and_then(|m| m.address()) {
-        Some(listen) => crate::metrics::install(listen)
-            .map_err(|e| tracing::error!("{e}; answering without metrics"))
-            .is_ok(),
-        None => false,
-    };
-    if metrics_up {
-        tokio::spawn(crate::metrics::sample(
-            crate::metrics::State {
-                models: models.clone(),
-                model_queue_depths: config.models.iter().map(|m| m.queue_depth).collect(),
-                pipeline: pipeline.clone(),
-                intake: accepted_tx.downgrade(),
-                journal_healthy: journal_healthy.clone(),
-                journal_on: journal.is_some(),
-            },
-            metrics_stop.clone(),
-        ));
-    }
+    start_metrics(
+        &config,
+        crate::metrics::State {
+            models: models.clone(),
+            model_queue_depths: config.models.iter().map(|m| m.queue_depth).collect(),
+            pipeline: pipeline.clone(),
+            intake: accepted_tx.downgrade(),
+            journal_healthy: journal_healthy.clone(),
+            journal_on: journal.is_some(),
+        },
+        metrics_stop.clone(),
+    );
     let (out_tx, out_rx) = mpsc::channel(config.limits.intake_queue + config.limits.max_in_flight);
     let mqtt_done = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -293,37 +261,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             journal,
             journal_healthy,
             status_topic,
-            status: StatusPayloads {
-                online: {
-                    let (node, models, pipeline) =
-                        (config.node.clone(), models.clone(), status_pipeline);
-                    Box::new(move |journal_writes| {
-                        let journal = if journal_writes {
-                            journal_state
-                        } else {
-                            "failing"
-                        };
-                        online_status(&node, &models, &pipeline, journal)
-                    })
-                },
-                offline: offline_status(&config),
-                every: Duration::from_secs(config.mqtt.status_interval_s),
-            },
+            status: status_payloads(&config, &models, status_pipeline, journal_state),
             give_up: give_up.clone(),
             done: mqtt_done,
         }
         .run(),
     );
-    // READY=1 once the models are loaded (above) and the subscription is granted.
-    let ready_models = models.clone();
-    tasks.spawn(async move {
-        if subscribed_rx.wait_for(|s| *s).await.is_ok() {
-            systemd::ready(&ready_models);
-        }
-    });
-    if let Some(period) = systemd::watchdog_period() {
-        tasks.spawn(systemd::watchdog(models.clone(), period, shutdown.clone()));
-    }
+    tell_systemd(&tasks, &models, subscribed_rx, &shutdown);
     tasks.close();
     shutdown.cancelled().await;
     systemd::stopping();
@@ -337,4 +281,96 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     metrics_stop.cancel();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// READY=1 once the models are loaded (before this is called) and the
+/// subscription is granted; the watchdog's pings while the models answer.
+fn tell_systemd(
+    tasks: &TaskTracker,
+    models: &[ModelHandle],
+    mut subscribed: watch::Receiver<bool>,
+    shutdown: &CancellationToken,
+) {
+    let ready_models = models.to_vec();
+    tasks.spawn(async move {
+        if subscribed.wait_for(|s| *s).await.is_ok() {
+            systemd::ready(&ready_models);
+        }
+    });
+    if let Some(period) = systemd::watchdog_period() {
+        tasks.spawn(systemd::watchdog(models.to_vec(), period, shutdown.clone()));
+    }
+}
+
+/// The MQTT client (not yet connected: its event loop connects), with the
+/// offline status as its last will and manual acknowledgements, so that a
+/// question is acknowledged only once the journal holds it.
+fn connect(config: &Config) -> Result<(mqtt::Client, mqtt::EventLoop), ServiceError> {
+    let mut settings = ConnectSettings::from_config(&config.mqtt, config.client_id())?;
+    settings.last_will = Some((config.status_topic(), offline_status(config)));
+    settings.receive_maximum = Some(RECEIVE_MAXIMUM);
+    tracing::info!(
+        broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        protocol = ?config.mqtt.protocol,
+        client_id = %settings.client_id,
+        "connecting"
+    );
+    Ok(mqtt::connect(&settings, true))
+}
+
+/// The journal, the questions it still owes replies to, and its health.
+type OpenedJournal = (Option<Journal>, Vec<Entry>, watch::Receiver<bool>);
+
+/// Opens the configured journal; without one, questions held when the
+/// process is killed are lost.
+fn open_journal(config: &Config) -> Result<OpenedJournal, ServiceError> {
+    let Some(j) = &config.journal else {
+        tracing::warn!(
+            "no [journal] configured: questions held when the process is killed are lost"
+        );
+        return Ok((None, Vec::new(), watch::channel(true).1));
+    };
+    let (journal, owed, healthy) = Journal::start(&JournalSettings {
+        dir: j.dir.clone(),
+        max_bytes: j.max_bytes,
+    })?;
+    Ok((Some(journal), owed, healthy))
+}
+
+/// Serves and samples the metrics where configured. Metrics are the
+/// operator's view, not the service: an endpoint that cannot listen is an
+/// error in the log, and the questions are answered.
+fn start_metrics(config: &Config, state: crate::metrics::State, stop: CancellationToken) {
+    let Some(listen) = config.metrics.as_ref().and_then(|m| m.address()) else {
+        return;
+    };
+    match crate::metrics::install(listen) {
+        Ok(()) => {
+            tokio::spawn(crate::metrics::sample(state, stop));
+        }
+        Err(e) => tracing::error!("{e}; answering without metrics"),
+    }
+}
+
+/// The retained status the MQTT-out stage publishes: online (with the
+/// journal's state as it writes), and the offline one for the last will.
+fn status_payloads(
+    config: &Config,
+    models: &[ModelHandle],
+    pipeline: Arc<Pipeline>,
+    journal_state: &'static str,
+) -> StatusPayloads {
+    let (node, models) = (config.node.clone(), models.to_vec());
+    StatusPayloads {
+        online: Box::new(move |journal_writes| {
+            let journal = if journal_writes {
+                journal_state
+            } else {
+                "failing"
+            };
+            online_status(&node, &models, &pipeline, journal)
+        }),
+        offline: offline_status(config),
+        every: Duration::from_secs(config.mqtt.status_interval_s),
+    }
 }

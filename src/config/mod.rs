@@ -20,7 +20,16 @@ use crate::route::policy::Policy;
 use crate::route::safety::{SafetyClassifier, SafetyConfig};
 
 mod layers;
+mod model;
+mod mqtt;
+
 pub use layers::{drop_in_dir, Layers};
+use model::{
+    default_batch_tokens, default_context_size, default_parallel, default_queue_depth,
+    default_vote_weight,
+};
+pub use model::{KvCache, ModelConfig};
+pub use mqtt::{MqttConfig, MqttProtocol, TlsConfig};
 
 /// Where `swarm-llm run` and `check-config` look for the config when no
 /// `--config` is given and `SWARM_LLM_CONFIG` is unset; its drop-ins are in
@@ -190,94 +199,6 @@ fn default_journal_max_bytes() -> u64 {
     4 << 20
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub enum MqttProtocol {
-    /// MQTT 5: requests may carry Response Topic and Correlation Data.
-    #[serde(rename = "v5")]
-    V5,
-    /// MQTT 3.1.1, for older brokers and gateways: the reply address is in the payload.
-    #[serde(rename = "v311")]
-    V311,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    pub host: String,
-    pub port: u16,
-    pub protocol: MqttProtocol,
-    /// Defaults to `swarm-llm-<node>-<machine>`, `<machine>` derived from
-    /// /etc/machine-id (docs/fleet.md). Must be stable across restarts: the
-    /// broker keeps the persistent session (and unacknowledged questions)
-    /// under it. May name `${HOSTNAME}` and `${MACHINE_ID}`.
-    pub client_id: Option<String>,
-    /// Topic filter the service subscribes to for questions.
-    pub request_filter: String,
-    /// Boards with the same group share one question stream: each question
-    /// goes to one of them (an MQTT shared subscription,
-    /// `$share/<group>/<request_filter>`). Replies, loop checks and ACLs go by
-    /// the question's real topic, as without a group.
-    pub share_group: Option<String>,
-    /// Where a reply goes when the request names no reply address: this prefix
-    /// followed by the request topic's levels below the filter's fixed part
-    /// (`swarm/query/line3/plc7` -> `swarm/reply/line3/plc7`).
-    pub reply_topic_prefix: String,
-    /// Retained status goes to `<prefix>/<node>`, with a last will saying offline.
-    pub status_topic_prefix: String,
-    /// How often the retained status is published again with the board's
-    /// counters and load, so an MQTT-only plant sees them (`swarm-llm status`).
-    pub status_interval_s: u64,
-    pub keep_alive_s: u64,
-    /// How long the broker keeps our session (and queued questions) while we are
-    /// away, MQTT 5 only.
-    pub session_expiry_s: u32,
-    /// Largest MQTT packet accepted. Larger than any payload limit so that an
-    /// oversize question is answered with an error instead of breaking the link.
-    pub max_packet_bytes: u32,
-    /// Reconnect backoff bounds; the delay doubles with jitter between them.
-    pub reconnect_min_ms: u64,
-    pub reconnect_max_ms: u64,
-    pub username: Option<String>,
-    /// File holding the broker password. Without it the password is the
-    /// systemd credential `swarm-llm.mqtt-password`, else `SWARM_LLM_MQTT_PASSWORD`.
-    pub password_file: Option<PathBuf>,
-    pub tls: Option<TlsConfig>,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            host: "127.0.0.1".into(),
-            port: 1883,
-            protocol: MqttProtocol::V5,
-            client_id: None,
-            request_filter: "swarm/query/#".into(),
-            share_group: None,
-            reply_topic_prefix: "swarm/reply".into(),
-            status_topic_prefix: "swarm/status".into(),
-            keep_alive_s: 30,
-            status_interval_s: 30,
-            session_expiry_s: 86_400,
-            max_packet_bytes: 2 * 1024 * 1024,
-            reconnect_min_ms: 500,
-            reconnect_max_ms: 30_000,
-            username: None,
-            password_file: None,
-            tls: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the CA that signed the broker's certificate.
-    pub ca_file: PathBuf,
-    /// PEM client certificate and key, for mutual TLS.
-    pub client_cert_file: Option<PathBuf>,
-    pub client_key_file: Option<PathBuf>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -341,115 +262,8 @@ impl Default for InferenceConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Short name used in replies, logs and routing.
-    pub name: String,
-    /// GGUF file; a relative path is taken from the config file's folder.
-    pub path: PathBuf,
-    #[serde(default = "default_threads")]
-    pub threads: u32,
-    #[serde(default = "default_context_size")]
-    pub context_size: u32,
-    #[serde(default = "default_max_tokens")]
-    pub max_tokens: u32,
-    /// Prompt tokens processed per llama.cpp step (micro-batch). llama.cpp
-    /// reserves its compute buffer for this many tokens' logits, so it bounds
-    /// memory (about vocabulary x 4 bytes per token); prompts longer than it
-    /// are processed in several steps.
-    #[serde(default = "default_batch_tokens")]
-    pub batch_tokens: u32,
-    /// Questions this model decodes together (continuous batching), each as
-    /// its own sequence sharing the context's `context_size` cells. 1 (the
-    /// default) answers one at a time; more pays where a step costs little
-    /// more for several tokens than for one (a GPU, or more cores than
-    /// threads), as llama-server's `--parallel`.
-    #[serde(default = "default_parallel")]
-    pub parallel: u32,
-    /// Element type of the KV cache: `q8_0` (default; half the memory of
-    /// `f16` at a negligible cost in quality) or `f16`.
-    #[serde(default)]
-    pub kv_cache: KvCache,
-    /// Map the model file instead of reading it into memory. Off by default:
-    /// reading avoids a second copy of the tensors llama.cpp repacks for its
-    /// CPU kernels, and a board without swap never re-reads weights from flash
-    /// under memory pressure. On where several processes share one model file.
-    #[serde(default)]
-    pub mmap: bool,
-    /// Layers offloaded to the GPU (needs the `cuda` build); 0 keeps it on the CPU.
-    #[serde(default)]
-    pub gpu_layers: u32,
-    /// Prompt for models whose file has no chat template (or a better one):
-    /// `{system}` and `{question}` are replaced. Without it the file's chat
-    /// template is used.
-    #[serde(default)]
-    pub prompt_template: Option<String>,
-    /// Generation also stops when the answer contains one of these strings
-    /// (e.g. "\n" for a few-shot completion prompt); the stop string is cut off.
-    #[serde(default)]
-    pub stop: Vec<String>,
-    /// 0 means greedy decoding (deterministic, the default).
-    #[serde(default)]
-    pub temperature: f32,
-    /// Jobs waiting for this model's thread.
-    #[serde(default = "default_queue_depth")]
-    pub queue_depth: usize,
-    /// How much this model's votes count in a swarm vote (times its confidence).
-    #[serde(default = "default_vote_weight")]
-    pub vote_weight: f32,
-    /// The model's letter prior on multiple-choice questions, A first: its
-    /// mean distribution over the option letters, measured on recorded
-    /// answers by `swarm-llm calibrate --learn`. Divided out of each answer's
-    /// letter distribution. Unset: measured at load on a content-free question.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub letter_prior: Option<Vec<f32>>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum KvCache {
-    F16,
-    #[default]
-    Q8_0,
-}
-
-impl KvCache {
-    /// Its name in the config, which is also the cache type llama.cpp's own
-    /// tools take (`-ctk`, `-ctv`), so benchmarks run them with the same cache.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KvCache::F16 => "f16",
-            KvCache::Q8_0 => "q8_0",
-        }
-    }
-}
-
 fn default_node() -> String {
     crate::identity::HOSTNAME_VAR.into()
-}
-
-fn default_vote_weight() -> f32 {
-    1.0
-}
-
-fn default_threads() -> u32 {
-    std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
-}
-fn default_context_size() -> u32 {
-    1024
-}
-fn default_max_tokens() -> u32 {
-    128
-}
-fn default_batch_tokens() -> u32 {
-    128
-}
-fn default_parallel() -> u32 {
-    1
-}
-fn default_queue_depth() -> usize {
-    8
 }
 
 impl Config {
@@ -606,11 +420,27 @@ impl Config {
                 );
             }
         }
+        self.validate_models(&mut v);
+        self.validate_routing(&mut v);
+        for (key, message) in self.policy.validate("policy") {
+            v.add(key, message);
+        }
+        self.validate_safety(&mut v);
+        if let Some(cloud) = &self.cloud {
+            for (key, message) in cloud.validate("cloud") {
+                v.add(key, message);
+            }
+        }
+        v.problems
+    }
+
+    /// The models: each valid, named once, with no more slots than questions in flight.
+    fn validate_models(&self, v: &mut Validator) {
         if self.models.is_empty() {
             v.add("models", "at least one model is needed");
         }
         for (i, m) in self.models.iter().enumerate() {
-            m.validate(&format!("models[{i}]"), &mut v);
+            m.validate(&format!("models[{i}]"), v);
             // Every question in flight asks the first model: fewer than its
             // slots would leave some idle for good.
             if m.parallel as usize > self.limits.max_in_flight {
@@ -637,6 +467,10 @@ impl Config {
                 );
             }
         }
+    }
+
+    /// The swarm, peer boards and data residency.
+    fn validate_routing(&self, v: &mut Validator) {
         for (i, name) in self.routing.swarm.iter().enumerate() {
             if !self.models.iter().any(|m| &m.name == name) {
                 v.add(
@@ -683,9 +517,10 @@ impl Config {
                 v.add(format!("routing.cloud_never[{i}]"), e);
             }
         }
-        for (key, message) in self.policy.validate("policy") {
-            v.add(key, message);
-        }
+    }
+
+    /// The rules, the learned check and the cloud judge.
+    fn validate_safety(&self, v: &mut Validator) {
         if let Err(e) = SafetyClassifier::new(&self.safety) {
             v.add("safety", e.to_string());
         }
@@ -717,12 +552,6 @@ impl Config {
         for (key, message) in self.safety.cloud_judge.validate("safety.cloud_judge") {
             v.add(key, message);
         }
-        if let Some(cloud) = &self.cloud {
-            for (key, message) in cloud.validate("cloud") {
-                v.add(key, message);
-            }
-        }
-        v.problems
     }
 
     /// How much a model's votes count (1 for a name that is not configured).
@@ -805,87 +634,6 @@ impl Config {
     }
 }
 
-impl MqttConfig {
-    /// What the service subscribes to for questions: the request filter, in
-    /// its share group when it has one.
-    pub fn subscription(&self) -> String {
-        match &self.share_group {
-            Some(g) => format!("$share/{g}/{}", self.request_filter),
-            None => self.request_filter.clone(),
-        }
-    }
-
-    fn validate(&self, v: &mut Validator) {
-        if self.host.trim().is_empty() {
-            v.add("mqtt.host", "must not be empty");
-        }
-        if self.port == 0 {
-            v.add("mqtt.port", "must be between 1 and 65535");
-        }
-        if let Err(e) = crate::topic::validate_filter(&self.request_filter) {
-            v.add("mqtt.request_filter", e);
-        }
-        if let Some(g) = &self.share_group {
-            if g.is_empty() || g.contains(['/', '+', '#']) || g.chars().any(char::is_control) {
-                v.add(
-                    "mqtt.share_group",
-                    format!("{g:?} must be a non-empty name without '/', '+', '#' or control characters (MQTT's share name)"),
-                );
-            }
-        }
-        for (key, prefix) in [
-            ("mqtt.reply_topic_prefix", &self.reply_topic_prefix),
-            ("mqtt.status_topic_prefix", &self.status_topic_prefix),
-        ] {
-            if let Err(e) = crate::topic::validate_topic(prefix) {
-                v.add(key, e);
-            } else if crate::topic::matches_filter(&self.request_filter, &format!("{prefix}/x")) {
-                v.add(key, format!("topics under {prefix:?} match mqtt.request_filter {:?}: the service would read its own messages as questions", self.request_filter));
-            }
-        }
-        if let Some(id) = &self.client_id {
-            if id.is_empty() || id.len() > 256 {
-                v.add("mqtt.client_id", "must be 1 to 256 characters");
-            }
-        }
-        if !(5..=3600).contains(&self.keep_alive_s) {
-            v.add("mqtt.keep_alive_s", "must be between 5 and 3600");
-        }
-        if !(1..=86_400).contains(&self.status_interval_s) {
-            v.add("mqtt.status_interval_s", "must be between 1 and 86400");
-        }
-        if self.max_packet_bytes < 1024 {
-            v.add("mqtt.max_packet_bytes", "must be at least 1024");
-        }
-        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
-            v.add(
-                "mqtt.reconnect_min_ms",
-                "must be above 0 and not above mqtt.reconnect_max_ms",
-            );
-        }
-        if self.password_file.is_some() && self.username.is_none() {
-            v.add("mqtt.password_file", "a password needs mqtt.username");
-        }
-        if let Some(p) = &self.password_file {
-            v.file_exists("mqtt.password_file", p);
-        }
-        if let Some(tls) = &self.tls {
-            v.file_exists("mqtt.tls.ca_file", &tls.ca_file);
-            match (&tls.client_cert_file, &tls.client_key_file) {
-                (Some(c), Some(k)) => {
-                    v.file_exists("mqtt.tls.client_cert_file", c);
-                    v.file_exists("mqtt.tls.client_key_file", k);
-                }
-                (None, None) => {}
-                _ => v.add(
-                    "mqtt.tls",
-                    "client_cert_file and client_key_file go together (mutual TLS)",
-                ),
-            }
-        }
-    }
-}
-
 impl LimitsConfig {
     fn validate(&self, v: &mut Validator) {
         if self.max_question_bytes == 0 {
@@ -914,76 +662,6 @@ impl LimitsConfig {
                 "limits.default_deadline_ms",
                 "must be above 0 and not above limits.max_deadline_ms",
             );
-        }
-    }
-}
-
-impl ModelConfig {
-    fn validate(&self, key: &str, v: &mut Validator) {
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            v.add(
-                format!("{key}.name"),
-                "must be non-empty and use only letters, digits, '-', '_' and '.'",
-            );
-        }
-        v.file_exists(&format!("{key}.path"), &self.path);
-        if !(1..=256).contains(&self.threads) {
-            v.add(format!("{key}.threads"), "must be between 1 and 256");
-        }
-        if !(128..=131_072).contains(&self.context_size) {
-            v.add(
-                format!("{key}.context_size"),
-                "must be between 128 and 131072",
-            );
-        }
-        if self.max_tokens == 0 || self.max_tokens >= self.context_size {
-            v.add(
-                format!("{key}.max_tokens"),
-                "must be above 0 and below context_size",
-            );
-        }
-        if !(16..=self.context_size).contains(&self.batch_tokens) {
-            v.add(
-                format!("{key}.batch_tokens"),
-                "must be between 16 and context_size",
-            );
-        }
-        if !(1..=64).contains(&self.parallel) {
-            v.add(format!("{key}.parallel"), "must be between 1 and 64");
-        }
-        if let Some(t) = &self.prompt_template {
-            if let Err(e) = crate::prompt::validate_template(t) {
-                v.add(format!("{key}.prompt_template"), e);
-            }
-        }
-        if self.stop.iter().any(String::is_empty) {
-            v.add(format!("{key}.stop"), "stop strings must not be empty");
-        }
-        if !(0.0..=2.0).contains(&self.temperature) {
-            v.add(format!("{key}.temperature"), "must be between 0 and 2");
-        }
-        if self.queue_depth == 0 {
-            v.add(format!("{key}.queue_depth"), "must be above 0");
-        }
-        if !(0.0..=10.0).contains(&self.vote_weight) {
-            v.add(format!("{key}.vote_weight"), "must be between 0 and 10");
-        }
-        if let Some(prior) = &self.letter_prior {
-            let total: f32 = prior.iter().sum();
-            if !(2..=crate::route::choice::LETTERS.len()).contains(&prior.len())
-                || prior.iter().any(|p| !(p.is_finite() && *p > 0.0))
-                || (total - 1.0).abs() > 0.01
-            {
-                v.add(
-                    format!("{key}.letter_prior"),
-                    "must be 2 to 5 positive shares (A first) that add up to 1",
-                );
-            }
         }
     }
 }
