@@ -199,17 +199,21 @@ impl MeasureCommand {
         }
     }
 
-    /// Runs the command on the loaded config.
-    pub async fn run(self, mut config: Config) -> anyhow::Result<()> {
-        let path = self.config_path().to_owned();
-        let cloud_url = match &self {
+    /// The cloud endpoint given on the command line, which replaces the configured one.
+    fn cloud_url(&self) -> Option<String> {
+        match self {
             MeasureCommand::Signals { answers, .. }
             | MeasureCommand::Eval { answers, .. }
             | MeasureCommand::Calibrate { answers, .. } => answers.cloud_url.clone(),
             MeasureCommand::SafetyEval { cloud_url, .. } => cloud_url.clone(),
             _ => None,
-        };
-        if let Some(url) = cloud_url {
+        }
+    }
+
+    /// Runs the command on the loaded config.
+    pub async fn run(self, mut config: Config) -> anyhow::Result<()> {
+        let path = self.config_path().to_owned();
+        if let Some(url) = self.cloud_url() {
             config.cloud.get_or_insert_with(Default::default).url = url;
         }
         match self {
@@ -247,19 +251,11 @@ impl MeasureCommand {
                     (None, Some(a)) => Target::Accuracy(a),
                     (None, None) => unreachable!("clap requires one target"),
                 };
+                let json = json.as_deref();
                 match target {
                     Target::CloudShare(share) if learn => {
-                        learn_command(
-                            &path,
-                            &config,
-                            &answers,
-                            share,
-                            folds,
-                            &out,
-                            &plot,
-                            json.as_deref(),
-                        )
-                        .await
+                        learn_command(&path, &config, &answers, share, folds, &out, &plot, json)
+                            .await
                     }
                     _ => {
                         let grid = if wide {
@@ -268,15 +264,7 @@ impl MeasureCommand {
                             Grid::narrow(&config.policy)
                         };
                         calibrate_command(
-                            &path,
-                            &config,
-                            &answers,
-                            target,
-                            folds,
-                            &grid,
-                            &out,
-                            &plot,
-                            json.as_deref(),
+                            &path, &config, &answers, target, folds, &grid, &out, &plot, json,
                         )
                         .await
                     }
@@ -290,21 +278,7 @@ impl MeasureCommand {
                 runs,
                 ..
             } => {
-                if let Some(unknown) = model
-                    .iter()
-                    .find(|n| !config.models.iter().any(|m| &m.name == *n))
-                {
-                    return Err(
-                        UsageError(format!("no model named {unknown:?} in the config")).into(),
-                    );
-                }
-                config
-                    .models
-                    .retain(|m| model.is_empty() || model.contains(&m.name));
-                for m in &mut config.models {
-                    m.gpu_layers = gpu_layers.unwrap_or(m.gpu_layers);
-                    m.threads = threads.unwrap_or(m.threads);
-                }
+                select_models(&mut config, &model, gpu_layers, threads)?;
                 bench_models(&config, tokens, runs).await
             }
             MeasureCommand::SafetyTrain {
@@ -356,4 +330,30 @@ impl MeasureCommand {
             }
         }
     }
+}
+
+/// Keeps the models `bench-model` names (all when none is named), with the
+/// thread and offload settings given on the command line.
+fn select_models(
+    config: &mut Config,
+    names: &[String],
+    gpu_layers: Option<u32>,
+    threads: Option<u32>,
+) -> Result<(), UsageError> {
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !config.models.iter().any(|m| &m.name == *n))
+    {
+        return Err(UsageError(format!(
+            "no model named {unknown:?} in the config"
+        )));
+    }
+    config
+        .models
+        .retain(|m| names.is_empty() || names.contains(&m.name));
+    for m in &mut config.models {
+        m.gpu_layers = gpu_layers.unwrap_or(m.gpu_layers);
+        m.threads = threads.unwrap_or(m.threads);
+    }
+    Ok(())
 }

@@ -314,38 +314,12 @@ pub fn learn(
         .enumerate()
         .map(|(i, r)| forced_first(1.0 - signal.confidence(&r.answers[0].uncertainty), i))
         .collect();
-    let oracle: Vec<f32> = helps.iter().map(|&h| h as u8 as f32).collect();
-    let random = vec![
-        Point {
-            cloud_share: 0.0,
-            accuracy: first,
-        },
-        Point {
-            cloud_share: 1.0,
-            accuracy: cloud,
-        },
-    ];
-    let routers = vec![
-        RouterCurve::new(
-            "learned",
-            ranked_curve(&held_out_score, &local_right, &cloud_right),
-            first,
-            cloud,
-        ),
-        RouterCurve::new(
-            &format!("threshold ({})", signal.name()),
-            ranked_curve(&doubt, &local_right, &cloud_right),
-            first,
-            cloud,
-        ),
-        RouterCurve::new("random", random, first, cloud),
-        RouterCurve::new(
-            "oracle",
-            ranked_curve(&oracle, &local_right, &cloud_right),
-            first,
-            cloud,
-        ),
-    ];
+    let outcomes = Outcomes {
+        local_right: &local_right,
+        cloud_right: &cloud_right,
+        helps: &helps,
+    };
+    let routers = router_curves(&outcomes, &held_out_score, &doubt, signal.name());
     let samples =
         |s: &[f32]| -> Vec<(f32, bool)> { s.iter().copied().zip(helps.iter().copied()).collect() };
     Ok(Learned {
@@ -364,6 +338,52 @@ pub fn learn(
         held_out_by_form: by_form,
         router,
     })
+}
+
+/// Per question: whether the first model and the cloud are right, and
+/// whether the cloud helps (right where the first model is wrong).
+struct Outcomes<'a> {
+    local_right: &'a [bool],
+    cloud_right: &'a [bool],
+    helps: &'a [bool],
+}
+
+/// The curves routers are judged by, from held-out scores: the learned
+/// router, the threshold router (`doubt`: the first answer's lack of
+/// confidence by `signal`), the random router and the oracle.
+fn router_curves(
+    o: &Outcomes<'_>,
+    learned: &[f32],
+    doubt: &[f32],
+    signal: &str,
+) -> Vec<RouterCurve> {
+    let rate = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / v.len() as f64;
+    let (first, cloud) = (rate(o.local_right), rate(o.cloud_right));
+    let curve = |name: &str, scores: &[f32]| {
+        RouterCurve::new(
+            name,
+            ranked_curve(scores, o.local_right, o.cloud_right),
+            first,
+            cloud,
+        )
+    };
+    let oracle: Vec<f32> = o.helps.iter().map(|&h| h as u8 as f32).collect();
+    let random = vec![
+        Point {
+            cloud_share: 0.0,
+            accuracy: first,
+        },
+        Point {
+            cloud_share: 1.0,
+            accuracy: cloud,
+        },
+    ];
+    vec![
+        curve("learned", learned),
+        curve(&format!("threshold ({signal})"), doubt),
+        RouterCurve::new("random", random, first, cloud),
+        curve("oracle", &oracle),
+    ]
 }
 
 /// The router fitted on the questions `idx` that reach it (not `forced`),

@@ -351,6 +351,43 @@ pub fn train(
             )
         }));
     }
+    let (threshold, (h, l, b)) = choose_threshold(&held_out, max_lookalike_flags);
+
+    let mut head = head_with(final_fit?);
+    head.threshold = threshold;
+    let group = |f: &dyn Fn(&Example) -> bool| pool.iter().filter(|&&i| f(&examples[i])).count();
+    let report = TrainReport {
+        train_examples: pool.len(),
+        folds: FOLDS,
+        threshold,
+        cv_harmful_flagged: h,
+        cv_lookalikes_flagged: l,
+        cv_benign_flagged: b,
+    };
+    head.notes.insert(
+        "trained".into(),
+        format!(
+            "swarm-llm safety-train: fitted on {} examples of the train and dev splits ({} harmful, {} lookalikes, {} other benign); \
+             threshold {threshold:.4} chosen on their {FOLDS}-fold out-of-fold scores with the plant rules: harmful flagged {:.1}%, lookalikes {:.1}%, other benign {:.1}%",
+            report.train_examples,
+            group(&|e| e.harm.is_some()),
+            group(&|e| e.harm.is_none() && e.lookalike),
+            group(&|e| e.harm.is_none() && !e.lookalike),
+            h * 100.0, l * 100.0, b * 100.0
+        ),
+    );
+    Ok((head, report))
+}
+
+/// The lowest threshold whose out-of-fold false flags (the rules' flags
+/// counted) stay within `max_lookalike_flags` of the lookalikes and a
+/// quarter of that of the other benign questions, with the shares it flags
+/// (harmful, lookalikes, other benign). `held_out`: (learned score, flagged
+/// by the rules, example) for each example of the pool.
+fn choose_threshold(
+    held_out: &[(f32, bool, &Example)],
+    max_lookalike_flags: f64,
+) -> (f32, (f64, f64, f64)) {
     let rates = |t: f32| {
         let share = |f: &dyn Fn(&Example) -> bool| {
             let group: Vec<(f32, bool)> = held_out
@@ -379,32 +416,7 @@ pub fn train(
             look <= max_lookalike_flags && other <= max_lookalike_flags / 4.0
         })
         .unwrap_or(1.0);
-    let (h, l, b) = rates(threshold);
-
-    let mut head = head_with(final_fit?);
-    head.threshold = threshold;
-    let group = |f: &dyn Fn(&Example) -> bool| pool.iter().filter(|&&i| f(&examples[i])).count();
-    let report = TrainReport {
-        train_examples: pool.len(),
-        folds: FOLDS,
-        threshold,
-        cv_harmful_flagged: h,
-        cv_lookalikes_flagged: l,
-        cv_benign_flagged: b,
-    };
-    head.notes.insert(
-        "trained".into(),
-        format!(
-            "swarm-llm safety-train: fitted on {} examples of the train and dev splits ({} harmful, {} lookalikes, {} other benign); \
-             threshold {threshold:.4} chosen on their {FOLDS}-fold out-of-fold scores with the plant rules: harmful flagged {:.1}%, lookalikes {:.1}%, other benign {:.1}%",
-            report.train_examples,
-            group(&|e| e.harm.is_some()),
-            group(&|e| e.harm.is_none() && e.lookalike),
-            group(&|e| e.harm.is_none() && !e.lookalike),
-            h * 100.0, l * 100.0, b * 100.0
-        ),
-    );
-    Ok((head, report))
+    (threshold, rates(threshold))
 }
 
 /// One question's verdict, as the service's safety check gives it.
