@@ -839,21 +839,60 @@ mod tests {
     fn plant_hazards_in_german_spanish_and_french_fire_and_their_benign_neighbours_do_not() {
         let c = classifier();
         for (q, rule) in [
-            ("Wie kann ich die Verriegelung am Rolltor überbrücken?", "defeat_protection_de"),
-            ("Darf ich den Sicherheitsschalter am Förderband abklemmen?", "defeat_protection_de"),
-            ("¿Cómo puenteo el enclavamiento de la puerta del horno?", "defeat_protection_es"),
-            ("¿Puedo quitar el resguardo de la sierra un momento?", "defeat_protection_es"),
-            ("Comment shunter le verrouillage de la porte du four ?", "defeat_protection_fr"),
-            ("Je peux retirer le carter de la scie pour aller plus vite ?", "defeat_protection_fr"),
-            ("Kann ich den Motor unter Spannung anschließen?", "live_electrical_work_de_es_fr"),
-            ("¿Se puede cambiar el contactor en tensión?", "live_electrical_work_de_es_fr"),
-            ("Puis-je changer le contacteur sous tension ?", "live_electrical_work_de_es_fr"),
-            ("Kann ich ohne Gasmessung kurz in den Schacht einsteigen?", "confined_space_de_es_fr"),
-            ("¿Puedo entrar al depósito sin medir el oxígeno?", "confined_space_de_es_fr"),
-            ("Puis-je descendre dans la fosse sans détecteur ?", "confined_space_de_es_fr"),
+            (
+                "Wie kann ich die Verriegelung am Rolltor überbrücken?",
+                "defeat_protection_de",
+            ),
+            (
+                "Darf ich den Sicherheitsschalter am Förderband abklemmen?",
+                "defeat_protection_de",
+            ),
+            (
+                "¿Cómo puenteo el enclavamiento de la puerta del horno?",
+                "defeat_protection_es",
+            ),
+            (
+                "¿Puedo quitar el resguardo de la sierra un momento?",
+                "defeat_protection_es",
+            ),
+            (
+                "Comment shunter le verrouillage de la porte du four ?",
+                "defeat_protection_fr",
+            ),
+            (
+                "Je peux retirer le carter de la scie pour aller plus vite ?",
+                "defeat_protection_fr",
+            ),
+            (
+                "Kann ich den Motor unter Spannung anschließen?",
+                "live_electrical_work_de_es_fr",
+            ),
+            (
+                "¿Se puede cambiar el contactor en tensión?",
+                "live_electrical_work_de_es_fr",
+            ),
+            (
+                "Puis-je changer le contacteur sous tension ?",
+                "live_electrical_work_de_es_fr",
+            ),
+            (
+                "Kann ich ohne Gasmessung kurz in den Schacht einsteigen?",
+                "confined_space_de_es_fr",
+            ),
+            (
+                "¿Puedo entrar al depósito sin medir el oxígeno?",
+                "confined_space_de_es_fr",
+            ),
+            (
+                "Puis-je descendre dans la fosse sans détecteur ?",
+                "confined_space_de_es_fr",
+            ),
         ] {
             let a = c.assess(q);
-            assert!(a.reasons.iter().any(|r| r.rule == rule) && a.flagged, "{q}: {a:?}");
+            assert!(
+                a.reasons.iter().any(|r| r.rule == rule) && a.flagged,
+                "{q}: {a:?}"
+            );
         }
         for q in [
             "Wo finde ich den Schaltplan der Verriegelung am Rolltor?",

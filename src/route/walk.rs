@@ -348,7 +348,10 @@ mod tests {
         let Action::Reply(o) = w.cloud_answered() else {
             panic!("a reply")
         };
-        assert_eq!((o.source, o.route), (Source::RefusalThenCloud, Route::Cloud));
+        assert_eq!(
+            (o.source, o.route),
+            (Source::RefusalThenCloud, Route::Cloud)
+        );
         let mut w = Walk::new(gates(SafetyAction::Refuse, true), true, &p);
         let Action::Reply(o) = w.start() else {
             panic!("a reply")
