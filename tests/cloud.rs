@@ -247,6 +247,9 @@ async fn the_service_degrades_gracefully_when_the_cloud_fails() {
     });
     // Every answer falls short of the bar, so every question wants the cloud.
     config.policy.local_min_confidence = 1.0;
+    // The judge is asked from a learned score of 0.02 (the precaution below
+    // scores about 0.06), so that its failure is under test.
+    config.safety.cloud_judge.from = 0.02;
     let service = Service::start(&broker, &config).await;
     let mut client = TestClient::replies(&broker).await;
 
