@@ -472,13 +472,13 @@ async fn swarm(broker: &Broker, questions: &[String]) {
         config.inference = file.inference.clone();
         config.policy = file.policy.clone();
         config.routing = file.routing.clone();
-        config.cloud = file
-            .cloud
-            .clone()
-            .map(|cloud_config| swarm_llm::cloud::CloudConfig {
-                url: cloud.url.clone(),
-                ..cloud_config
-            });
+        // The board config names no cloud (a site's drop-in adds it): the
+        // swarm here always asks this run's stand-in.
+        config.cloud = Some(swarm_llm::cloud::CloudConfig {
+            url: cloud.url.clone(),
+            model: "qwen15".into(),
+            ..file.cloud.clone().unwrap_or_default()
+        });
         let service = ServiceUnderTest::start(broker, config, questions).await;
         print(
             &format!("parallel = {parallel}"),
