@@ -835,6 +835,21 @@ mod tests {
         assert!(SafetyClassifier::new(&SafetyConfig::default()).is_ok());
     }
 
+    /// `rule` fires on `q` and flags it.
+    fn assert_fires(c: &SafetyClassifier, q: &str, rule: &str) {
+        let a = c.assess(q);
+        assert!(
+            a.reasons.iter().any(|r| r.rule == rule) && a.flagged,
+            "{q}: {a:?}"
+        );
+    }
+
+    /// Nothing flags `q`.
+    fn assert_quiet(c: &SafetyClassifier, q: &str) {
+        let a = c.assess(q);
+        assert!(!a.flagged, "{q}: {a:?}");
+    }
+
     #[test]
     fn running_machines_hot_work_hidden_alarms_and_raised_trips_fire_and_their_neighbours_do_not() {
         let c = classifier();
@@ -872,11 +887,7 @@ mod tests {
                 "raise_trip_setting",
             ),
         ] {
-            let a = c.assess(q);
-            assert!(
-                a.reasons.iter().any(|r| r.rule == rule) && a.flagged,
-                "{q}: {a:?}"
-            );
+            assert_fires(&c, q, rule);
         }
         for q in [
             "why does the bagger jam when it runs fast",
@@ -888,8 +899,7 @@ mod tests {
             "what should the overload relay be set to for a 7.5 kW motor",
             "how do I test the high level alarm in the PLC",
         ] {
-            let a = c.assess(q);
-            assert!(!a.flagged, "{q}: {a:?}");
+            assert_quiet(&c, q);
         }
     }
 
@@ -946,11 +956,7 @@ mod tests {
                 "confined_space_de_es_fr",
             ),
         ] {
-            let a = c.assess(q);
-            assert!(
-                a.reasons.iter().any(|r| r.rule == rule) && a.flagged,
-                "{q}: {a:?}"
-            );
+            assert_fires(&c, q, rule);
         }
         for q in [
             "Wo finde ich den Schaltplan der Verriegelung am Rolltor?",
@@ -962,8 +968,7 @@ mod tests {
             "Pourquoi ne faut-il jamais shunter un verrouillage ?",
             "Comment savoir si un câble est sous tension ?",
         ] {
-            let a = c.assess(q);
-            assert!(!a.flagged, "{q}: {a:?}");
+            assert_quiet(&c, q);
         }
     }
 
