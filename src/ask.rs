@@ -122,6 +122,9 @@ pub struct BoardStatus {
     pub cloud: Option<String>,
     #[serde(default)]
     pub counters: Option<crate::metrics::Counters>,
+    /// The cloud share it holds, when `routing.cloud_share` is set.
+    #[serde(default)]
+    pub cloud_share: Option<crate::route::share::ShareStatus>,
     /// The topic it came on.
     #[serde(default)]
     pub topic: String,
@@ -140,18 +143,19 @@ pub fn parse_status(topic: &str, payload: &[u8]) -> Option<BoardStatus> {
 
 /// One line per board: name, state, version, journal, load, replies (of
 /// them cloud and errors), how long ago it last replied (`now_unix_s` is now),
-/// cloud, models. A dash where a board's status does not say.
+/// cloud, the cloud share held (recent/target), models. A dash where a
+/// board's status does not say.
 pub fn render_statuses(boards: &[BoardStatus], now_unix_s: u64) -> String {
-    let row = |c: [&str; 11]| {
+    let row = |c: [&str; 12]| {
         let line = format!(
-            "{:<20} {:<8} {:<8} {:<8} {:>5} {:>8} {:>8} {:>6} {:>9} {:<6} {}",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+            "{:<20} {:<8} {:<8} {:<8} {:>5} {:>8} {:>8} {:>6} {:>9} {:<6} {:<9} {}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]
         );
         line.trim_end().to_string() + "\n"
     };
     let mut out = row([
         "board", "state", "version", "journal", "load", "replies", "to_cloud", "errors", "last",
-        "cloud", "models",
+        "cloud", "share", "models",
     ]);
     for b in boards {
         let c = b.counters.as_ref();
@@ -171,6 +175,15 @@ pub fn render_statuses(boards: &[BoardStatus], now_unix_s: u64) -> String {
             &num(c.map(|c| c.errors)),
             &last,
             b.cloud.as_deref().unwrap_or("-"),
+            &b.cloud_share.map_or_else(
+                || "-".to_string(),
+                |s| {
+                    let recent = s
+                        .recent
+                        .map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0));
+                    format!("{recent}/{:.0}%", s.target * 100.0)
+                },
+            ),
             &b.models.join(","),
         ]);
     }
@@ -339,7 +352,8 @@ mod tests {
         let online = parse_status(
             "swarm/status/press-2",
             br#"{"node":"press-2","state":"online","version":"0.1.0","models":["qwen05","smollm2"],"journal":"ok","future":1,
-                 "load":2,"cloud":"up","counters":{"replies":40,"routes":{"local":30,"cloud":7},"errors":3,"last_reply_unix_s":995}}"#,
+                 "load":2,"cloud":"up","counters":{"replies":40,"routes":{"local":30,"cloud":7},"errors":3,"last_reply_unix_s":995},
+                 "cloud_share":{"target":0.25,"target_now":0.25,"recent":0.175,"cut":0.41,"counted":40}}"#,
         )
         .unwrap();
         assert_eq!(online.models, vec!["qwen05", "smollm2"]);
@@ -354,9 +368,13 @@ mod tests {
         assert!(lines[2].contains("online") && lines[2].ends_with("qwen05,smollm2"));
         let cells: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
-            cells[3..10],
-            ["ok", "2", "40", "7", "3", "5s_ago", "up"],
+            cells[3..11],
+            ["ok", "2", "40", "7", "3", "5s_ago", "up", "18%/25%"],
             "{table}"
+        );
+        assert!(
+            lines[1].contains(" - "),
+            "a status without a share shows a dash: {table}"
         );
     }
 

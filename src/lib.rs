@@ -24,7 +24,10 @@
 //!   [`route::signals`] (uncertainty, difficulty, AUROC), [`route::choice`]
 //!   (multiple-choice options and letter distributions), [`route::learned`]
 //!   (the learned router's score), [`route::vote`] (normalising and tallying
-//!   the swarm's answers), [`route::policy`] (local, swarm, cloud or refuse).
+//!   the swarm's answers), [`route::policy`] (local, swarm, cloud or refuse),
+//!   [`route::share`] (the cloud share held online by moving the learned
+//!   router's cut).
+//! - [`cloud_share`]: that controller's live state, saved in the journal's folder.
 //! - [`journal`]: accepted questions on disk (postcard frames with a
 //!   checksum) until their reply is acknowledged; replayed at start.
 //! - [`peers`]: other boards voting in the swarm: vote requests over MQTT
@@ -57,6 +60,7 @@
 pub mod ask;
 pub mod breaker;
 pub mod cloud;
+pub mod cloud_share;
 pub mod config;
 pub mod identity;
 pub mod inference;

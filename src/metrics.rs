@@ -146,6 +146,22 @@ fn describe() {
         "The hourly cloud budget (cloud.calls_per_hour)."
     );
     describe_gauge!(
+        "swarm_cloud_share_target",
+        "The share of questions the cloud should answer (routing.cloud_share)."
+    );
+    describe_gauge!(
+        "swarm_cloud_share_target_now",
+        "The share aimed at now: the target, lower while the hourly budget's pace holds it back."
+    );
+    describe_gauge!(
+        "swarm_cloud_share_recent",
+        "The share of the last questions the cloud could take that it answered (the controller's window)."
+    );
+    describe_gauge!(
+        "swarm_cloud_cut",
+        "The learned router's cut in force: a score at or above it goes to the cloud."
+    );
+    describe_gauge!(
         "swarm_build_info",
         "Always 1; its labels name the version, the commit and the configured models."
     );
@@ -288,6 +304,15 @@ pub async fn sample(state: State, stop: CancellationToken) {
         if let Some(intake) = state.intake.upgrade() {
             gauge!("swarm_intake_queue").set((intake.max_capacity() - intake.capacity()) as f64);
             gauge!("swarm_intake_queue_capacity").set(intake.max_capacity() as f64);
+        }
+        if let Some(share) = state.pipeline.cloud_share() {
+            let s = share.status();
+            gauge!("swarm_cloud_share_target").set(f64::from(s.target));
+            gauge!("swarm_cloud_share_target_now").set(f64::from(s.target_now));
+            if let Some(recent) = s.recent {
+                gauge!("swarm_cloud_share_recent").set(f64::from(recent));
+            }
+            gauge!("swarm_cloud_cut").set(f64::from(s.cut));
         }
         for (m, depth) in state.models.iter().zip(&state.model_queue_depths) {
             let name = m.info.name.clone();

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::cloud::{CloudAnswer, CloudClient, CloudError};
+use crate::cloud_share::ShareKeeper;
 use crate::config::Config;
 use crate::inference::{Generation, InferenceError, ModelHandle};
 use crate::peers::Peers;
@@ -36,6 +37,7 @@ use crate::route::harm::HarmCategory;
 use crate::route::learned::FirstAnswer;
 use crate::route::policy::{Gates, Policy};
 use crate::route::safety::Assessment;
+use crate::route::share::Observed;
 use crate::route::signals::{prompt_difficulty, Uncertainty};
 use crate::route::vote::{self, Ballot, Outcome, Tally};
 use crate::route::walk::{Action, CloudFraming, FirstFacts, Shortfall, Source, Walk};
@@ -69,6 +71,8 @@ pub struct Pipeline {
     cloud_never: Vec<String>,
     /// Other boards that vote after the local models; only the service has them.
     peers: Option<Arc<Peers>>,
+    /// The cloud share held online (`routing.cloud_share`).
+    share: Option<ShareKeeper>,
 }
 
 /// Who votes after the first model: the other local models, then peer boards.
@@ -138,6 +142,7 @@ impl Pipeline {
             cloud,
             cloud_never: config.routing.cloud_never.clone(),
             peers: None,
+            share: ShareKeeper::from_config(config),
         })
     }
 
@@ -153,6 +158,11 @@ impl Pipeline {
 
     pub fn cloud(&self) -> Option<&CloudClient> {
         self.cloud.as_ref()
+    }
+
+    /// The cloud share controller, when `routing.cloud_share` is set.
+    pub fn cloud_share(&self) -> Option<&ShareKeeper> {
+        self.share.as_ref()
     }
 
     /// Whether this topic's questions may leave the board (data residency).
@@ -273,7 +283,16 @@ impl Pipeline {
         p: &mut Progress,
     ) -> Result<Answer, InferenceError> {
         let can_vote = !self.others.is_empty() || !self.peer_list().is_empty();
-        let mut walk = Walk::new(gates, can_vote, &self.policy);
+        let live_policy = self
+            .share
+            .as_ref()
+            .map(|s| self.policy.with_cloud_cut(s.cut()));
+        let mut walk = Walk::new(
+            gates,
+            can_vote,
+            live_policy.as_ref().unwrap_or(&self.policy),
+        );
+        let mut asked_cloud = false;
         let mut first: Option<(Generation, f32)> = None;
         let mut swarm: Option<Answer> = None;
         let mut cloud: Result<Answer, String> = Err(String::new());
@@ -296,6 +315,7 @@ impl Pipeline {
                     walk.voted(agreed)
                 }
                 Action::AskCloud(framing) => {
+                    asked_cloud = true;
                     let system = match framing {
                         CloudFraming::BehindRefusal => SAFETY_SYSTEM_PROMPT,
                         CloudFraming::Careful => CAREFUL_SYSTEM_PROMPT,
@@ -315,6 +335,16 @@ impl Pipeline {
                 }
             };
         };
+        if let Some(share) = self.share.as_ref().filter(|_| gates.cloud_usable()) {
+            // Only questions the cloud could take count in its share.
+            share.observe(Observed {
+                score: p
+                    .signals
+                    .cloud_gain
+                    .filter(|_| !p.signals.restates_question),
+                cloud: asked_cloud,
+            });
+        }
         if assessment.flagged {
             p.reply.safety_notice =
                 Some(safety_notice(assessment, !outcome.source.refusal_leads()));

@@ -85,6 +85,9 @@ struct Status<'a> {
     cloud: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     counters: Option<crate::metrics::Counters>,
+    /// The cloud share held (`routing.cloud_share`): target, recent share, live cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cloud_share: Option<crate::route::share::ShareStatus>,
 }
 
 fn offline_status(config: &Config) -> Vec<u8> {
@@ -97,6 +100,7 @@ fn offline_status(config: &Config) -> Vec<u8> {
         load: None,
         cloud: None,
         counters: None,
+        cloud_share: None,
     })
     .expect("status serialises")
 }
@@ -124,6 +128,7 @@ fn online_status(
         load: Some(load),
         cloud,
         counters: Some(crate::metrics::counters()),
+        cloud_share: pipeline.cloud_share().map(|s| s.status()),
     })
     .expect("status serialises")
 }
@@ -244,7 +249,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let status_pipeline = pipeline.clone();
     tasks.spawn(
         Router {
-            pipeline,
+            pipeline: pipeline.clone(),
             requests: accepted_rx,
             to_out: out_tx,
             max_in_flight: config.limits.max_in_flight,
@@ -278,6 +283,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     });
     tracing::info!("shutting down: answering accepted questions, then disconnecting");
     tasks.wait().await;
+    if let Some(share) = pipeline.cloud_share() {
+        share.save();
+    }
     metrics_stop.cancel();
     tracing::info!("stopped");
     Ok(())

@@ -162,6 +162,11 @@ pub struct RoutingConfig {
     /// Other swarm-llm boards whose first model votes after the local
     /// models, asked over MQTT in this order.
     pub peers: Vec<PeerConfig>,
+    /// The share of questions sent to the cloud, held whatever the mix by
+    /// moving the learned router's cut ([`crate::route::share`]); absent:
+    /// the fitted cut as it is, whatever share it sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_share: Option<f32>,
 }
 
 /// A peer board that votes in this board's swarm.
@@ -515,6 +520,17 @@ impl Config {
         for (i, f) in self.routing.cloud_never.iter().enumerate() {
             if let Err(e) = crate::topic::validate_filter(f) {
                 v.add(format!("routing.cloud_never[{i}]"), e);
+            }
+        }
+        if let Some(share) = self.routing.cloud_share {
+            if !(0.0..=1.0).contains(&share) {
+                v.add("routing.cloud_share", "must be between 0 and 1");
+            }
+            if self.policy.learned.is_none() {
+                v.add(
+                    "routing.cloud_share",
+                    "needs a learned router ([policy.learned], `swarm-llm calibrate --learn`): the share is held by moving its cut",
+                );
             }
         }
     }

@@ -13,6 +13,8 @@
 //! - [`learned`]: the learned router's score, how likely the cloud is to
 //!   turn the first answer from wrong to right.
 //! - [`policy`]: local, swarm, cloud or refuse, step by step.
+//! - [`share`]: the cloud share the operator sets, held online by moving the
+//!   learned router's cut, and the hourly budget paced.
 //! - [`walk`]: the steps joined into one walk, as a stepper that returns the
 //!   next action; [`crate::pipeline`] carries its actions out with the models
 //!   and the cloud, and the measurements replay it on recorded answers.
@@ -23,6 +25,7 @@ pub mod harm;
 pub mod learned;
 pub mod policy;
 pub mod safety;
+pub mod share;
 pub mod signals;
 pub mod softmax;
 pub mod vote;

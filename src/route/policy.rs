@@ -86,6 +86,18 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The policy with the learned router's cut moved to `cloud_at` (the
+    /// live cut of [`super::share`]); a vote band below it keeps its width.
+    pub fn with_cloud_cut(&self, cloud_at: f32) -> Policy {
+        let mut p = self.clone();
+        if let Some(l) = &mut p.learned {
+            let band = l.cloud_at - l.vote_at;
+            l.cloud_at = cloud_at;
+            l.vote_at = (cloud_at - band).max(0.0);
+        }
+        p
+    }
+
     pub fn validate(&self, key: &str) -> Vec<(String, String)> {
         let mut v = Vec::new();
         for (name, x) in [
@@ -126,7 +138,8 @@ pub struct Gates {
 }
 
 impl Gates {
-    fn cloud_usable(&self) -> bool {
+    /// Whether the cloud may be asked: allowed for the question and available.
+    pub fn cloud_usable(&self) -> bool {
         self.cloud_allowed && self.cloud_available
     }
 }
@@ -318,6 +331,19 @@ mod tests {
                 bias: vec![0.0; 2],
             },
         }
+    }
+
+    #[test]
+    fn a_live_cut_moves_the_vote_band_with_it() {
+        let p = Policy {
+            learned: Some(learned(0.3, 0.4)),
+            ..Policy::default()
+        };
+        let l = p.with_cloud_cut(0.6).learned.unwrap();
+        assert_eq!(l.cloud_at, 0.6);
+        assert!((l.vote_at - 0.5).abs() < 1e-6);
+        assert_eq!(p.with_cloud_cut(0.05).learned.unwrap().vote_at, 0.0);
+        assert_eq!(Policy::default().with_cloud_cut(0.6), Policy::default());
     }
 
     fn policy() -> impl Strategy<Value = Policy> {
