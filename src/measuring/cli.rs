@@ -9,7 +9,8 @@ use clap::Subcommand;
 use super::calibrate::{Grid, Target};
 use super::commands::{
     bench_models, calibrate_command, eval_command, learn_command, measure_command,
-    safety_eval_command, safety_train_command, AnswerSource, EvalOutputs,
+    safety_eval_command, safety_train_command, stream_command, AnswerSource, EvalOutputs,
+    StreamSettings,
 };
 use crate::config::{Config, ConfigArg};
 use crate::route::softmax::FitOptions;
@@ -91,6 +92,36 @@ pub enum MeasureCommand {
         /// The calibration figures as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Replay recorded answers (from `eval --records`) in order as one stream
+    /// through the router: the cloud share over every window with the live
+    /// cut (`routing.cloud_share`) against fixed cuts, and accuracy; with
+    /// --budget, the hourly budget's calls per quarter-hour with and without
+    /// pacing. Prints Markdown.
+    Stream {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Records, in stream order (repeat the option).
+        #[arg(long = "from-records", required = true)]
+        records: Vec<PathBuf>,
+        /// Questions whose id starts with this come after all others: the
+        /// mix shifts to them (repeat the option).
+        #[arg(long)]
+        then: Vec<String>,
+        /// The share to hold; default: the config's routing.cloud_share.
+        #[arg(long)]
+        cloud_share: Option<f64>,
+        /// Questions per window the share is reported over.
+        #[arg(long, default_value_t = 200)]
+        window: usize,
+        /// Also replay on a clock: this many cloud calls an hour allowed,
+        /// questions at three times that rate.
+        #[arg(long)]
+        budget: Option<u32>,
+        /// The share wanted in the budget replay (above a third, so the
+        /// budget binds).
+        #[arg(long, default_value_t = 0.5)]
+        budget_share: f64,
     },
     /// Measure each configured model's prompt and decode speed on this board
     /// (median of several runs after a warm-up), e.g. to size threads or
@@ -184,6 +215,7 @@ impl MeasureCommand {
             MeasureCommand::Signals { config, .. }
             | MeasureCommand::Eval { config, .. }
             | MeasureCommand::Calibrate { config, .. }
+            | MeasureCommand::Stream { config, .. }
             | MeasureCommand::BenchModel { config, .. }
             | MeasureCommand::SafetyTrain { config, .. }
             | MeasureCommand::SafetyEval { config, .. } => &config.config,
@@ -269,6 +301,32 @@ impl MeasureCommand {
                         .await
                     }
                 }
+            }
+            MeasureCommand::Stream {
+                records,
+                then,
+                cloud_share,
+                window,
+                budget,
+                budget_share,
+                ..
+            } => {
+                let Some(cloud_share) = cloud_share.or(config.routing.cloud_share.map(f64::from))
+                else {
+                    return Err(UsageError(
+                        "give --cloud-share or set routing.cloud_share in the config".into(),
+                    )
+                    .into());
+                };
+                let settings = StreamSettings {
+                    records,
+                    then,
+                    cloud_share,
+                    window,
+                    budget,
+                    budget_share,
+                };
+                stream_command(&config, &settings)
             }
             MeasureCommand::BenchModel {
                 model,

@@ -1,4 +1,4 @@
-//! The bodies of the measuring commands (`signals`, `eval`, `calibrate`,
+//! The bodies of the measuring commands (`signals`, `eval`, `calibrate`, `stream`,
 //! `bench-model`, `safety-train`, `safety-eval`): they load or collect the
 //! answers, call the measuring modules and print or write what they found.
 //! `main.rs` only parses the command line and picks one.
@@ -516,4 +516,133 @@ pub async fn safety_eval_command(
         std::fs::write(path, safety_eval::curve_svg(&report, threshold))?;
     }
     Ok(())
+}
+
+/// What `stream` replays and how.
+pub struct StreamSettings {
+    pub records: Vec<PathBuf>,
+    pub then: Vec<String>,
+    pub cloud_share: f64,
+    pub window: usize,
+    pub budget: Option<u32>,
+    pub budget_share: f64,
+}
+
+/// Replays recorded answers as one stream (`swarm-llm stream`) and prints
+/// the cloud share per window and accuracy for the live cut and fixed ones,
+/// and with `--budget` the calls per quarter-hour with and without pacing,
+/// as Markdown.
+pub fn stream_command(config: &Config, s: &StreamSettings) -> anyhow::Result<()> {
+    use super::stream::{self, Cut};
+    use anyhow::Context;
+    let mut records = Vec::new();
+    for path in &s.records {
+        let part: Vec<measure::Record> = serde_json::from_slice(
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        records.extend(part);
+    }
+    let records = stream::shift_to(records, &s.then);
+    let shift = records
+        .iter()
+        .position(|r| s.then.iter().any(|p| r.id.starts_with(p.as_str())));
+    let policy = &config.policy;
+    let Some(fitted) = policy.learned.as_ref().map(|l| l.cloud_at) else {
+        anyhow::bail!("the config has no learned router ([policy.learned]) whose cut to hold");
+    };
+    let weights: Vec<f32> = config.models.iter().map(|m| m.vote_weight).collect();
+    let target = s.cloud_share as f32;
+    let online = stream::run(&records, policy, &weights, Cut::Online(target), None);
+    let same = stream::fixed_cut_for_share(&records, policy, &weights, online.share());
+    let rows = [
+        (format!("live cut, cloud_share {target}"), online),
+        (
+            format!("fixed: the fitted cut {fitted:.3}"),
+            stream::run(&records, policy, &weights, Cut::Fixed(fitted), None),
+        ),
+        (
+            format!("fixed: {same:.3}, the live cut's share in hindsight"),
+            stream::run(&records, policy, &weights, Cut::Fixed(same), None),
+        ),
+    ];
+    let half = shift.unwrap_or(records.len() / 2);
+    println!(
+        "{} questions; {}; windows of {} from question {}\n",
+        records.len(),
+        shift.map_or("no shift".to_string(), |i| format!(
+            "the mix shifts at question {i}"
+        )),
+        s.window,
+        s.window
+    );
+    println!("| router | cloud share | before / after the shift | right | windows within {:.0} +/- 4 points | lowest - highest window |", target * 100.0);
+    println!("|---|---|---|---|---|---|");
+    for (name, run) in &rows {
+        let windows = run.window_shares(s.window, s.window);
+        let inside = windows
+            .iter()
+            .filter(|w| (**w - s.cloud_share).abs() <= 0.04 + 1e-9)
+            .count();
+        let (lo, hi) = windows
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), w| (lo.min(*w), hi.max(*w)));
+        let part = |from: usize, to: usize| {
+            let sent = &run.sent[from..to];
+            100.0 * sent.iter().filter(|x| **x).count() as f64 / sent.len().max(1) as f64
+        };
+        let (right, scored) = run.accuracy();
+        println!(
+            "| {name} | {:.1}% | {:.1}% / {:.1}% | {right}/{scored} ({:.1}%) | {inside}/{} | {:.1}% - {:.1}% |",
+            100.0 * run.share(),
+            part(0, half),
+            part(half, records.len()),
+            100.0 * right as f64 / scored.max(1) as f64,
+            windows.len(),
+            100.0 * lo,
+            100.0 * hi
+        );
+    }
+    if let Some(budget) = s.budget {
+        print_budget_pacing(&records, config, &weights, budget, s.budget_share as f32);
+    }
+    Ok(())
+}
+
+/// The budget scenario: questions at three times the budget's rate, a share
+/// that wants more than the budget; calls per quarter-hour, hard limit only
+/// against paced.
+fn print_budget_pacing(
+    records: &[measure::Record],
+    config: &Config,
+    weights: &[f32],
+    budget: u32,
+    share: f32,
+) {
+    use super::stream::{self, Clock, Cut};
+    let gap = std::time::Duration::from_secs_f64(3600.0 / (3.0 * f64::from(budget)));
+    let per_quarter = (3 * budget as usize) / 4;
+    let runs = [false, true].map(|paced| {
+        let clock = Clock {
+            gap,
+            calls_per_hour: budget,
+            paced,
+        };
+        stream::run(
+            records,
+            &config.policy,
+            weights,
+            Cut::Online(share),
+            Some(clock),
+        )
+    });
+    println!(
+        "\nBudget {budget} calls an hour, {} questions an hour, cloud_share {share}: calls per quarter-hour ({per_quarter} questions each)\n",
+        3 * budget
+    );
+    println!("| hour | quarter | hard limit only | paced |");
+    println!("|---|---|---|---|");
+    let [hard, paced] = runs.map(|r| r.calls_per(per_quarter));
+    for (i, (h, p)) in hard.iter().zip(&paced).enumerate() {
+        println!("| {} | {} | {h} | {p} |", i / 4 + 1, i % 4 + 1);
+    }
 }

@@ -10,6 +10,9 @@
 //!   with cross-validation, and draws the curve.
 //! - [`learn`]: fits the learned router (`calibrate --learn`) and draws the
 //!   routers' curves with CPT and APGR.
+//! - [`stream`]: recorded answers replayed in order as one stream: the cloud
+//!   share over every window with the live cut against fixed ones, and the
+//!   hourly budget's pacing on a clock.
 //! - [`safety_eval`]: trains the learned harm check's head and measures the
 //!   safety check on labelled sets (flag rates per category, threshold curve, cost).
 //! - [`plot`]: the SVG line plot those curves are drawn with.
@@ -26,4 +29,5 @@ pub mod measure;
 pub mod plot;
 pub mod safety_eval;
 pub mod stats;
+pub mod stream;
 pub mod workload;
