@@ -197,6 +197,9 @@ async fn prometheus_scrapes_a_board_and_the_dashboard_and_alerts_read_its_metric
         model: "qwen15".into(),
         ..Default::default()
     });
+    // The dashboard draws the share held against its target.
+    config.policy.learned = Some(choice_minded_router());
+    config.routing.cloud_share = Some(0.25);
     let _service = Service::start(&broker, &config).await;
     let mut client = TestClient::replies(&broker).await;
     client

@@ -183,29 +183,6 @@ async fn an_agreeing_swarm_answers_without_the_cloud() {
 /// A learned router that says "the cloud helps" for multiple-choice
 /// questions and "keep it" for the rest: its weights are set by hand, so
 /// the test checks the service follows the score, whatever a fit would say.
-fn choice_minded_router() -> swarm_llm::route::learned::LearnedRouter {
-    use swarm_llm::route::learned::{LearnedRouter, CLASSES, FEATURES};
-    let d = FEATURES.len();
-    let offers = FEATURES
-        .iter()
-        .position(|f| *f == "offers_options")
-        .unwrap();
-    let mut helps = vec![0.0; d];
-    helps[offers] = 10.0;
-    LearnedRouter {
-        features: FEATURES.iter().map(|f| f.to_string()).collect(),
-        cloud_at: 0.5,
-        vote_at: 0.5,
-        model: swarm_llm::route::softmax::Softmax {
-            classes: CLASSES.iter().map(|c| c.to_string()).collect(),
-            mean: vec![0.0; d],
-            scale: vec![1.0; d],
-            weights: vec![vec![0.0; d], helps],
-            bias: vec![0.0, -5.0],
-        },
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_learned_router_decides_from_the_first_answer_and_reports_its_score() {
     let broker = Broker::start();
@@ -244,4 +221,69 @@ async fn a_learned_router_decides_from_the_first_answer_and_reports_its_score() 
         .collect();
     assert_eq!(options.len(), 4, "{reply}");
     assert!((options.iter().sum::<f64>() - 1.0).abs() < 1e-3, "{reply}");
+}
+
+/// The first status on the board's topic that `wants`, within WAIT.
+async fn status_where(
+    broker: &Broker,
+    config: &Config,
+    wants: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut status = TestClient::connect(broker, swarm_llm::config::MqttProtocol::V5).await;
+    status.subscribe(&config.status_topic()).await;
+    loop {
+        let m = status
+            .next_message(WAIT)
+            .await
+            .expect("a status that says so");
+        let s: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if wants(&s) {
+            return s;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cloud_share_is_counted_reported_and_kept_across_a_restart() {
+    let cloud = CloudStandIn::start().await;
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = service_config(&broker, "share");
+    with_cloud(&mut config, &cloud.url);
+    config.policy.learned = Some(choice_minded_router());
+    config.routing.cloud_share = Some(0.25);
+    config.journal.as_mut().unwrap().dir = state.path().to_path_buf();
+    let mut service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+
+    assert_eq!(
+        ask(&mut client, "swarm/query/line1", QUESTION).await["route"],
+        "local"
+    );
+    let choice = "Which unit measures electrical resistance?\nA. Volt\nB. Ampere\nC. Ohm\nD. Watt\nAnswer with the letter.";
+    let reply = ask(&mut client, "swarm/query/line1", choice).await;
+    assert_eq!(
+        reply["route"], "cloud",
+        "the fitted cut serves at first: {reply}"
+    );
+    let s = status_where(&broker, &config, |s| {
+        s["counters"]["replies"] == 2 && s["cloud_share"]["counted"] == 2
+    })
+    .await;
+    let share = &s["cloud_share"];
+    assert_eq!(share["target"], 0.25, "{s}");
+    assert_eq!(share["recent"], 0.5, "{s}");
+    assert_eq!(
+        share["cut"], 0.5,
+        "the fitted cut until the window fills: {s}"
+    );
+
+    assert!(service.terminate().success(), "{}", service.log());
+    assert!(state.path().join("cloud-share.postcard").exists());
+    let _again = Service::start(&broker, &config).await;
+    let s = status_where(&broker, &config, |s| s["state"] == "online").await;
+    assert_eq!(
+        s["cloud_share"]["counted"], 2,
+        "resumed from the journal folder: {s}"
+    );
 }

@@ -572,3 +572,28 @@ pub fn dev_questions(n: usize) -> Vec<String> {
         .take(n)
         .collect()
 }
+
+/// A learned router that sends multiple-choice questions to the cloud and
+/// keeps the others (its score reads only `offers_options`), with a cut of 0.5.
+pub fn choice_minded_router() -> swarm_llm::route::learned::LearnedRouter {
+    use swarm_llm::route::learned::{LearnedRouter, CLASSES, FEATURES};
+    let d = FEATURES.len();
+    let offers = FEATURES
+        .iter()
+        .position(|f| *f == "offers_options")
+        .unwrap();
+    let mut helps = vec![0.0; d];
+    helps[offers] = 10.0;
+    LearnedRouter {
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
+        cloud_at: 0.5,
+        vote_at: 0.5,
+        model: swarm_llm::route::softmax::Softmax {
+            classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+            mean: vec![0.0; d],
+            scale: vec![1.0; d],
+            weights: vec![vec![0.0; d], helps],
+            bias: vec![0.0, -5.0],
+        },
+    }
+}
