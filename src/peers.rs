@@ -256,6 +256,7 @@ mod tests {
             options: None,
             cloud_gain: None,
             restates_question: false,
+            load: None,
             safety: SafetySignal {
                 score: 0.0,
                 flagged: false,

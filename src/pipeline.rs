@@ -30,8 +30,8 @@ use crate::config::Config;
 use crate::inference::{Generation, InferenceError, ModelHandle};
 use crate::peers::Peers;
 use crate::protocol::{
-    millis, CloudUsage, ErrorCode, Reply, ReplyError, Request, Route, SafetyLayer, SafetySignal,
-    Signals, Timing, Vote,
+    millis, CloudUsage, ErrorCode, LoadSignal, Reply, ReplyError, Request, Route, SafetyLayer,
+    SafetySignal, Signals, Timing, Vote,
 };
 use crate::route::harm::HarmCategory;
 use crate::route::learned::FirstAnswer;
@@ -218,6 +218,7 @@ impl Pipeline {
                 cloud_gain: None,
                 restates_question: false,
                 safety: safety_signal(&assessment),
+                load: None,
             },
             timing: Timing {
                 safety_ms: millis(screened.elapsed()),
@@ -287,11 +288,21 @@ impl Pipeline {
             .share
             .as_ref()
             .map(|s| self.policy.with_cloud_cut(s.cut()));
+        let left = q.deadline.saturating_duration_since(Instant::now());
+        let queue = self.first.queue();
+        let late = !queue.in_time(left);
+        if late {
+            p.signals.load = queue.expected_finish().map(|f| LoadSignal {
+                first_expected_ms: millis(f),
+                left_ms: millis(left),
+            });
+        }
         let mut walk = Walk::new(
             gates,
             can_vote,
             live_policy.as_ref().unwrap_or(&self.policy),
-        );
+        )
+        .first_late(late);
         let mut asked_cloud = false;
         let mut first: Option<(Generation, f32)> = None;
         let mut swarm: Option<Answer> = None;
@@ -544,6 +555,16 @@ impl Pipeline {
                 break;
             }
             remaining -= voter.weight();
+            if let Voter::Model(model, _) = voter {
+                // A ballot after the deadline counts for nothing and holds the question up.
+                if !model
+                    .queue()
+                    .in_time(deadline.saturating_duration_since(Instant::now()))
+                {
+                    tracing::debug!(model = %model.info.name, "skipped: its queue would pass the deadline");
+                    continue;
+                }
+            }
             if let Some(ballot) = self.ballot(voter, req, deadline, abort).await {
                 tally.add(ballot, &req.question);
             }

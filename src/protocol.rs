@@ -424,6 +424,20 @@ pub struct Signals {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restates_question: bool,
     pub safety: SafetySignal,
+    /// Present when the first model's queue would have answered past the
+    /// deadline: the question went to the cloud where it could.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadSignal>,
+}
+
+/// The first model's expected finish against the time the question had left.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LoadSignal {
+    /// When a job queued then would have been done (its queue through its
+    /// slots at its recent job time).
+    pub first_expected_ms: f64,
+    /// The time left until the question's deadline.
+    pub left_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -287,3 +287,71 @@ async fn the_cloud_share_is_counted_reported_and_kept_across_a_restart() {
         "resumed from the journal folder: {s}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn questions_the_first_model_would_answer_too_late_go_to_the_cloud() {
+    const LONG: &str = "List twenty ways to save energy in a factory, one per line";
+    let cloud = CloudStandIn::start().await;
+    let broker = Broker::start();
+    let mut config = service_config(&broker, "loaded");
+    with_cloud(&mut config, &cloud.url);
+    // Long answers on the board, one at a time; short ones from the cloud.
+    config.models[0].max_tokens = 160;
+    config.models[0].parallel = 1;
+    config.cloud.as_mut().unwrap().max_tokens = 16;
+    // The cloud is for the late questions alone, not for judging.
+    config.safety.cloud_judge.enabled = false;
+    // The whole burst reaches the router at once, so each question is
+    // weighed with most of its deadline left (the cloud's time).
+    config.limits.max_in_flight = 64;
+    // Every first answer is kept: only the load sends a question to the cloud.
+    config.policy.local_min_confidence = 0.0;
+    let service = Service::start(&broker, &config).await;
+    let mut client = TestClient::replies(&broker).await;
+
+    // Light load: as always (and the model's job time is known from now on).
+    let warm = ask(&mut client, "swarm/query/line1", LONG).await;
+    assert_eq!(warm["route"], "local", "{warm}");
+    assert!(warm["signals"]["load"].is_null(), "{warm}");
+    let job_ms = warm["timing"]["prompt_ms"].as_f64().unwrap()
+        + warm["timing"]["decode_ms"].as_f64().unwrap();
+
+    // A burst the model alone would need twice the deadline for.
+    // Long enough for the cloud stand-in, sharing the cores with the
+    // model and the other tests, to answer the first of the late ones.
+    let deadline_ms = (4.0 * job_ms).max(20_000.0);
+    let n = ((2.0 * deadline_ms / job_ms).ceil() as usize).min(64);
+    for i in 0..n {
+        let request = serde_json::json!({"id": format!("burst-{i}"), "question": LONG, "deadline_ms": deadline_ms as u64});
+        client.publish_json("swarm/query/line1", &request).await;
+    }
+    let mut late = Vec::new();
+    for _ in 0..n {
+        let reply = client.reply(WAIT).await;
+        if !reply["signals"]["load"].is_null() {
+            late.push(reply);
+        }
+    }
+    assert!(
+        !late.is_empty(),
+        "{n} questions of {job_ms} ms each in {deadline_ms} ms, none late"
+    );
+    for r in &late {
+        let load = &r["signals"]["load"];
+        assert!(
+            load["first_expected_ms"].as_f64().unwrap() > load["left_ms"].as_f64().unwrap(),
+            "{r}"
+        );
+    }
+    assert!(
+        late.iter()
+            .any(|r| r["route"] == "cloud" && r["model"] == "cloud:qwen15"),
+        "a late question went to the cloud: {late:?}\nthe service's cloud lines:\n{}",
+        service
+            .log()
+            .lines()
+            .filter(|l| l.contains("cloud"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

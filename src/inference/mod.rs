@@ -180,6 +180,8 @@ pub struct ModelInfo {
     pub embedding_size: usize,
     /// Fingerprint of the prompt the encoder reads questions in.
     pub encoder_prompt: u64,
+    /// Questions it decodes at once (`parallel`).
+    pub slots: usize,
 }
 
 /// The async side of a worker's job queue. Cheap to clone.
@@ -243,6 +245,15 @@ impl ModelHandle {
     /// Jobs waiting in this model's queue.
     pub fn queued(&self) -> usize {
         self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// Its load now, for the router to tell whether it can answer in time.
+    pub fn queue(&self) -> crate::route::load::Queue {
+        crate::route::load::Queue {
+            ahead: self.queued() + self.health.active(),
+            slots: self.info.slots,
+            typical_job: self.health.typical_job(),
+        }
     }
 }
 

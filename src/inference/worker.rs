@@ -185,6 +185,7 @@ pub(super) fn worker_main(
         parameters: model.n_params(),
         embedding_size: encoder::embedding_size(model.n_embd().max(0) as usize, depth),
         encoder_prompt,
+        slots: config.parallel as usize,
     };
     // llama.cpp may round the context up; the batch holds at most `context_size`.
     let capacity = (info.context as usize).min(config.context_size as usize);

@@ -369,6 +369,8 @@ pub fn replay_one(r: &Record, view: &SwarmView, policy: &Policy, cloud_available
         swarm_agrees: view.agrees,
         // As recorded, the cloud answers where it is available.
         cloud_answers: true,
+        // Recorded answers came one at a time: no queue.
+        first_late: false,
     };
     let (outcome, taken) = walk::replay(&known, policy);
     let (route, degraded) = (outcome.route, outcome.degraded());

@@ -12,6 +12,8 @@
 //! - [`vote`]: group the swarm's answers and tally confidence-weighted votes.
 //! - [`learned`]: the learned router's score, how likely the cloud is to
 //!   turn the first answer from wrong to right.
+//! - [`load`]: whether a model thread can still answer in time, from its
+//!   queue and job times.
 //! - [`policy`]: local, swarm, cloud or refuse, step by step.
 //! - [`share`]: the cloud share the operator sets, held online by moving the
 //!   learned router's cut, and the hourly budget paced.
@@ -23,6 +25,7 @@ pub mod choice;
 pub mod disguise;
 pub mod harm;
 pub mod learned;
+pub mod load;
 pub mod policy;
 pub mod safety;
 pub mod share;

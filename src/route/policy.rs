@@ -292,6 +292,7 @@ mod tests {
             }),
             swarm_agrees: f.swarm_agrees,
             cloud_answers: true,
+            first_late: false,
         };
         let (outcome, _) = replay(&known, p);
         (outcome.route, outcome.degraded())

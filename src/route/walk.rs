@@ -123,6 +123,7 @@ pub struct Walk<'p> {
     can_vote: bool,
     policy: &'p Policy,
     waiting: Waiting,
+    first_late: bool,
 }
 
 impl<'p> Walk<'p> {
@@ -133,7 +134,17 @@ impl<'p> Walk<'p> {
             can_vote,
             policy,
             waiting: Waiting::Start,
+            first_late: false,
         }
+    }
+
+    /// The first model is not expected to answer before the deadline (its
+    /// queue, [`super::load`]): a question the cloud may take goes there
+    /// rather than wait its turn, and back to the first model if the cloud
+    /// fails. Otherwise nothing changes.
+    pub fn first_late(mut self, late: bool) -> Self {
+        self.first_late = late;
+        self
     }
 
     /// The gates as they stand now (a failed careful cloud answer closes
@@ -156,6 +167,9 @@ impl<'p> Walk<'p> {
             }
             BeforeGeneration::SafetyCloud => self.ask_cloud(CloudFraming::BehindRefusal, None),
             BeforeGeneration::NoticeCloud => self.ask_cloud(CloudFraming::Careful, None),
+            BeforeGeneration::AnswerLocally if self.first_late && self.gates.cloud_usable() => {
+                self.ask_cloud(CloudFraming::Plain, None)
+            }
             BeforeGeneration::AnswerLocally => self.generate_first(),
         }
     }
@@ -240,7 +254,12 @@ impl<'p> Walk<'p> {
                 };
                 self.done(Outcome::of(source, route, failed))
             }
-            (CloudFraming::Plain, None) => unreachable!("a plain cloud question has a fallback"),
+            // Sent for want of time before the first model answered: it
+            // answers now, late as it may be, and the cloud is not asked twice.
+            (CloudFraming::Plain, None) => {
+                self.gates.cloud_available = false;
+                self.generate_first()
+            }
         }
     }
 
@@ -271,12 +290,14 @@ pub struct Known {
     pub swarm_agrees: bool,
     /// Whether the cloud answers, if asked.
     pub cloud_answers: bool,
+    /// Whether the first model was expected to miss the deadline ([`Walk::first_late`]).
+    pub first_late: bool,
 }
 
 /// The walk's end on recorded answers, and the actions taken on the way
 /// (the measurements count the calls and their latency).
 pub fn replay(k: &Known, policy: &Policy) -> (Outcome, Vec<Action>) {
-    let mut walk = Walk::new(k.gates, k.can_vote, policy);
+    let mut walk = Walk::new(k.gates, k.can_vote, policy).first_late(k.first_late);
     let mut taken = Vec::new();
     let mut action = walk.start();
     loop {
@@ -315,6 +336,30 @@ mod tests {
             cloud_gain: None,
             answered: true,
         }
+    }
+
+    #[test]
+    fn a_question_the_first_model_would_answer_too_late_goes_to_the_cloud_when_it_can() {
+        let p = Policy::default();
+        let mut w = Walk::new(gates(SafetyAction::Allow, true), false, &p).first_late(true);
+        assert_eq!(w.start(), Action::AskCloud(CloudFraming::Plain));
+        let Action::Reply(o) = w.cloud_answered() else {
+            panic!("a reply")
+        };
+        assert_eq!(
+            (o.source, o.route, o.shortfall),
+            (Source::Cloud, Route::Cloud, None)
+        );
+        // The cloud fails: the first model answers after all.
+        let mut w = Walk::new(gates(SafetyAction::Allow, true), false, &p).first_late(true);
+        w.start();
+        assert_eq!(w.cloud_failed(), Action::GenerateFirst);
+        assert!(!w.gates().cloud_available);
+        // No cloud to go to, or a flagged question: as before.
+        let mut w = Walk::new(gates(SafetyAction::Allow, false), false, &p).first_late(true);
+        assert_eq!(w.start(), Action::GenerateFirst);
+        let mut w = Walk::new(gates(SafetyAction::Refuse, true), false, &p).first_late(true);
+        assert!(matches!(w.start(), Action::Reply(o) if o.route == Route::Refuse));
     }
 
     #[test]
@@ -402,6 +447,7 @@ mod tests {
             answered: bool,
             swarm_agrees: bool,
             cloud_answers: bool,
+            first_late: bool,
         ) {
             let k = Known {
                 gates: Gates { safety, cloud_allowed, cloud_available },
@@ -409,6 +455,7 @@ mod tests {
                 first: Some(FirstFacts { confidence, difficulty: 0.0, cloud_gain: None, answered }),
                 swarm_agrees,
                 cloud_answers,
+                first_late,
             };
             let (o, taken) = replay(&k, &Policy::default());
             prop_assert!(taken.len() <= 5, "{taken:?}");
