@@ -368,6 +368,15 @@ impl CloudClient {
             let timeout = left.min(Duration::from_millis(self.config.request_timeout_ms));
             let (outcome, retry_after) = self.attempt(&body, timeout).await;
             match outcome {
+                // Cut short by the question's own deadline, not the cloud's
+                // limit: the question ran out of time, which says nothing
+                // of the cloud's health (a burst of late questions must not
+                // open the breaker for the ones that have time).
+                Err(CloudError::Timeout)
+                    if timeout < Duration::from_millis(self.config.request_timeout_ms) =>
+                {
+                    break Err(CloudError::NoTime);
+                }
                 Ok(mut answer) => {
                     answer.bytes_sent = bytes_sent;
                     answer.attempts = attempt;

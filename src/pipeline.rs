@@ -73,6 +73,9 @@ pub struct Pipeline {
     peers: Option<Arc<Peers>>,
     /// The cloud share held online (`routing.cloud_share`).
     share: Option<ShareKeeper>,
+    /// Whether the first model's and the voters' queues are weighed against
+    /// the deadline (`routing.load_aware`).
+    load_aware: bool,
 }
 
 /// Who votes after the first model: the other local models, then peer boards.
@@ -143,6 +146,7 @@ impl Pipeline {
             cloud_never: config.routing.cloud_never.clone(),
             peers: None,
             share: ShareKeeper::from_config(config),
+            load_aware: config.routing.load_aware,
         })
     }
 
@@ -290,7 +294,7 @@ impl Pipeline {
             .map(|s| self.policy.with_cloud_cut(s.cut()));
         let left = q.deadline.saturating_duration_since(Instant::now());
         let queue = self.first.queue();
-        let late = !queue.in_time(left);
+        let late = self.load_aware && !queue.in_time(left);
         if late {
             p.signals.load = queue.expected_finish().map(|f| LoadSignal {
                 first_expected_ms: millis(f),
@@ -557,9 +561,10 @@ impl Pipeline {
             remaining -= voter.weight();
             if let Voter::Model(model, _) = voter {
                 // A ballot after the deadline counts for nothing and holds the question up.
-                if !model
-                    .queue()
-                    .in_time(deadline.saturating_duration_since(Instant::now()))
+                if self.load_aware
+                    && !model
+                        .queue()
+                        .in_time(deadline.saturating_duration_since(Instant::now()))
                 {
                     tracing::debug!(model = %model.info.name, "skipped: its queue would pass the deadline");
                     continue;

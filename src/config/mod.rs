@@ -151,7 +151,7 @@ impl MetricsConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
     /// Models that vote, in the order they are asked (the first model's answer
@@ -167,6 +167,22 @@ pub struct RoutingConfig {
     /// the fitted cut as it is, whatever share it sends.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_share: Option<f32>,
+    /// Route by the board's load ([`crate::route::load`]): a question the
+    /// first model's queue would answer past its deadline goes to the cloud
+    /// where it may, and a voting model that would be late is skipped.
+    pub load_aware: bool,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            swarm: Vec::new(),
+            cloud_never: Vec::new(),
+            peers: Vec::new(),
+            cloud_share: None,
+            load_aware: true,
+        }
+    }
 }
 
 /// A peer board that votes in this board's swarm.

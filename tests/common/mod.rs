@@ -478,6 +478,12 @@ pub struct CloudStandIn {
 
 impl CloudStandIn {
     pub async fn start() -> CloudStandIn {
+        Self::start_on(None).await
+    }
+
+    /// The stand-in on these CPUs alone (`taskset -c`, one thread a CPU),
+    /// as a cloud with cores of its own would be; all of them when None.
+    pub async fn start_on(cpus: Option<&str>) -> CloudStandIn {
         // reqwest (its health check here) takes the process's TLS provider.
         swarm_llm::tls::install_provider();
         let out = Command::new(repo_root().join("scripts/build-llama-tools"))
@@ -497,7 +503,15 @@ impl CloudStandIn {
         )
         .join("llama-server");
         let port = free_port();
-        let child = Command::new(bin)
+        let (mut command, threads) = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(bin);
+                (c, cpus.split(',').count().to_string())
+            }
+            None => (Command::new(bin), "2".to_string()),
+        };
+        let child = command
             .arg("-m")
             .arg(model_path("qwen15"))
             .args([
@@ -508,7 +522,7 @@ impl CloudStandIn {
                 "--port",
                 &port.to_string(),
             ])
-            .args(["-t", "2", "-c", "2048", "-np", "1", "--no-webui"])
+            .args(["-t", &threads, "-c", "2048", "-np", "1", "--no-webui"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
