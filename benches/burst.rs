@@ -132,15 +132,6 @@ async fn ask(
         .into_iter()
         .map(|(at, payload)| {
             let r: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-            eprintln!(
-                "DIAG {} {} {} {} {} {}",
-                r["id"],
-                r["route"],
-                r["error"]["message"],
-                r["timing"],
-                r["signals"]["load"],
-                r["degraded"]
-            );
             let asked = sent[r["id"].as_str().unwrap()];
             let seconds = at.duration_since(asked).as_secs_f64();
             Outcome {
