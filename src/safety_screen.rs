@@ -200,7 +200,7 @@ impl SafetyScreen {
         let (Some(judge), Some(cloud)) = (&self.judge, cloud) else {
             return board;
         };
-        if !board.wants_judge(judge.from) || cloud.available().is_err() {
+        if !board.wants_judge(judge.from, judge.clear_below) || cloud.available().is_err() {
             return board;
         }
         let deadline = deadline.min(Instant::now() + Duration::from_millis(judge.timeout_ms));

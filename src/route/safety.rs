@@ -358,9 +358,11 @@ pub struct Assessment {
 impl Assessment {
     /// Whether the cloud judge should be asked: nothing flagged it and the
     /// learned layer found a probability of harm of at least `from`, or the
-    /// judge could clear its flag ([`Assessment::judge_may_clear`]).
-    pub fn wants_judge(&self, from: f32) -> bool {
-        (!self.flagged && self.learned.is_some_and(|l| l.harm >= from)) || self.judge_may_clear()
+    /// judge could clear its flag ([`Assessment::judge_may_clear`]) and
+    /// clearing is on (`clear_below` above 0: otherwise the call is wasted).
+    pub fn wants_judge(&self, from: f32, clear_below: f32) -> bool {
+        (!self.flagged && self.learned.is_some_and(|l| l.harm >= from))
+            || (clear_below > 0.0 && self.judge_may_clear())
     }
 
     /// Whether the flag is one the cloud judge may clear: the learned layer
@@ -1334,9 +1336,9 @@ mod tests {
         let unsure = c.combine(q, learned(0.8), 0.9);
         assert!(!unsure.flagged);
         // Asked only from `from` up, and only when nothing flagged it.
-        assert!(unsure.wants_judge(0.1));
-        assert!(!c.combine(q, learned(0.05), 0.9).wants_judge(0.1));
-        assert!(!c.combine(q, None, 0.9).wants_judge(0.1));
+        assert!(unsure.wants_judge(0.1, 0.05));
+        assert!(!c.combine(q, learned(0.05), 0.9).wants_judge(0.1, 0.05));
+        assert!(!c.combine(q, None, 0.9).wants_judge(0.1, 0.05));
         // ln(0.8 / 0.2) = 1.39; with the judge at 0.99 (4.60) the sum is 5.99.
         let flagged = c.with_judge(unsure.clone(), 0.99, &j);
         assert!(flagged.flagged && flagged.action == SafetyAction::Cloud);
@@ -1350,7 +1352,7 @@ mod tests {
         assert_eq!(judged.judge, Some(0.95));
         // A plant hazard the board flagged stands whatever the judge says.
         let sure = c.combine(q, learned(0.97), 0.9);
-        assert!(!sure.wants_judge(0.1));
+        assert!(!sure.wants_judge(0.1, 0.05));
         let kept = c.with_judge(sure.clone(), 0.0, &j);
         assert!(kept.flagged);
         assert_eq!(kept.reasons, sure.reasons);
@@ -1371,7 +1373,8 @@ mod tests {
         let q = &texts(&["is the prime minister married"]);
         let soft = c.combine(q, learned(HarmCategory::Privacy), 0.9);
         assert!(soft.flagged && soft.action == SafetyAction::Notice);
-        assert!(soft.judge_may_clear() && soft.wants_judge(0.1));
+        assert!(soft.judge_may_clear() && soft.wants_judge(0.1, 0.05));
+        assert!(!soft.wants_judge(0.1, 0.0), "clearing off: no call");
         let cleared = c.with_judge(soft.clone(), 0.01, &j);
         assert!(!cleared.flagged && cleared.action == SafetyAction::Allow);
         assert!(cleared.reasons.is_empty());
