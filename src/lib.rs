@@ -58,7 +58,6 @@
 //! - [`ask`]: the command-line client.
 
 pub mod ask;
-pub mod breaker;
 pub mod cloud;
 pub mod cloud_share;
 pub mod config;
@@ -73,13 +72,12 @@ pub mod mqtt;
 pub mod peers;
 pub mod pipeline;
 pub mod prompt;
-pub mod protocol;
-pub mod ratelimit;
-pub mod route;
 pub mod safety_screen;
 pub mod service;
 pub mod stages;
 pub mod systemd;
-pub mod text;
 pub mod tls;
-pub mod topic;
+
+// The pure core, from its own crate, under the names the rest of the
+// service and the tests use.
+pub use swarm_llm_core::{breaker, protocol, ratelimit, route, text, topic};

@@ -322,8 +322,8 @@ mod tests {
             payload: serde_json::to_vec(&request).unwrap(),
             ..Default::default()
         };
-        let decoded =
-            crate::protocol::decode(&inbound, &crate::protocol::tests::rules(), "q").unwrap();
+        let rules = crate::config::Config::example().decode_rules();
+        let decoded = crate::protocol::decode(&inbound, &rules, "q").unwrap();
         assert!(decoded.vote);
         assert_eq!(
             (

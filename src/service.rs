@@ -36,7 +36,6 @@ use crate::journal::{Entry, Journal, JournalError, JournalSettings};
 use crate::mqtt::{self, Backoff, ConnectSettings, MqttError};
 use crate::peers::Peers;
 use crate::pipeline::Pipeline;
-use crate::protocol::DecodeRules;
 use crate::ratelimit::RateLimiter;
 use crate::safety_screen::{self, ScreenError};
 use crate::stages::mqtt_out::{MqttOut, StatusPayloads};
@@ -231,7 +230,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     tasks.spawn(
         Intake {
             client: client.clone(),
-            rules: DecodeRules::from_config(&config),
+            rules: config.decode_rules(),
             node: config.node.clone(),
             from_mqtt: raw_rx,
             to_router: accepted_tx,

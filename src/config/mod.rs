@@ -288,6 +288,18 @@ fn default_node() -> String {
 }
 
 impl Config {
+    /// The limits and topics request decoding needs.
+    pub fn decode_rules(&self) -> crate::protocol::DecodeRules {
+        crate::protocol::DecodeRules {
+            request_filter: self.mqtt.request_filter.clone(),
+            reply_topic_prefix: self.mqtt.reply_topic_prefix.clone(),
+            max_payload_bytes: self.limits.max_payload_bytes,
+            max_question_bytes: self.limits.max_question_bytes,
+            default_deadline_ms: self.limits.default_deadline_ms,
+            max_deadline_ms: self.limits.max_deadline_ms,
+        }
+    }
+
     /// Reads the config file and its drop-ins (`<path>.d/*.toml`, see
     /// [`Layers`]), then resolves and validates the merged result. Relative
     /// paths are resolved against the folder of the file that set them; each

@@ -18,7 +18,7 @@
 //! - [`share`]: the cloud share the operator sets, held online by moving the
 //!   learned router's cut, and the hourly budget paced.
 //! - [`walk`]: the steps joined into one walk, as a stepper that returns the
-//!   next action; [`crate::pipeline`] carries its actions out with the models
+//!   next action; the service's pipeline carries its actions out with the models
 //!   and the cloud, and the measurements replay it on recorded answers.
 
 pub mod choice;

@@ -218,7 +218,7 @@ pub struct HarmScore {
 }
 
 /// The head shipped with the binary, trained on the test model SmolLM2-135M.
-pub const BUILTIN_HEAD: &str = include_str!("../../config/safety-head.json");
+pub const BUILTIN_HEAD: &str = include_str!("../../../../config/safety-head.json");
 
 impl HarmHead {
     pub fn from_json(text: &str) -> Result<Self, HarmError> {

@@ -62,7 +62,8 @@ pub struct Rejection {
     pub error: ReplyError,
 }
 
-/// The limits and topics decoding needs, taken from the config.
+/// The limits and topics decoding needs (the service takes them from its
+/// config: `Config::decode_rules`).
 #[derive(Debug, Clone)]
 pub struct DecodeRules {
     pub request_filter: String,
@@ -71,19 +72,6 @@ pub struct DecodeRules {
     pub max_question_bytes: usize,
     pub default_deadline_ms: u64,
     pub max_deadline_ms: u64,
-}
-
-impl DecodeRules {
-    pub fn from_config(c: &crate::config::Config) -> Self {
-        Self {
-            request_filter: c.mqtt.request_filter.clone(),
-            reply_topic_prefix: c.mqtt.reply_topic_prefix.clone(),
-            max_payload_bytes: c.limits.max_payload_bytes,
-            max_question_bytes: c.limits.max_question_bytes,
-            default_deadline_ms: c.limits.default_deadline_ms,
-            max_deadline_ms: c.limits.max_deadline_ms,
-        }
-    }
 }
 
 /// Longest `id` we accept; it is echoed into replies and logs.
