@@ -583,23 +583,26 @@ pub fn stream_command(config: &Config, s: &StreamSettings) -> anyhow::Result<()>
             .iter()
             .filter(|w| (**w - s.cloud_share).abs() <= 0.04 + 1e-9)
             .count();
-        let (lo, hi) = windows
+        let range = windows
             .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), w| (lo.min(*w), hi.max(*w)));
+            .fold(None, |r: Option<(f64, f64)>, w| {
+                Some(r.map_or((*w, *w), |(lo, hi)| (lo.min(*w), hi.max(*w))))
+            })
+            .map_or("-".to_string(), |(lo, hi)| {
+                format!("{:.1}% - {:.1}%", 100.0 * lo, 100.0 * hi)
+            });
         let part = |from: usize, to: usize| {
             let sent = &run.sent[from..to];
             100.0 * sent.iter().filter(|x| **x).count() as f64 / sent.len().max(1) as f64
         };
         let (right, scored) = run.accuracy();
         println!(
-            "| {name} | {:.1}% | {:.1}% / {:.1}% | {right}/{scored} ({:.1}%) | {inside}/{} | {:.1}% - {:.1}% |",
+            "| {name} | {:.1}% | {:.1}% / {:.1}% | {right}/{scored} ({:.1}%) | {inside}/{} | {range} |",
             100.0 * run.share(),
             part(0, half),
             part(half, records.len()),
             100.0 * right as f64 / scored.max(1) as f64,
             windows.len(),
-            100.0 * lo,
-            100.0 * hi
         );
     }
     if let Some(budget) = s.budget {

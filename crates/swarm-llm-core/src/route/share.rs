@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 /// follow a shift within an hour of a busy board's questions.
 pub const WINDOW: usize = 300;
 /// How far the aimed share moves per counted question.
-pub const STEP: f32 = 0.05;
+pub const STEP: f32 = 0.1;
 /// How far the aim may go: outside 0..1 the cut lies beyond the window's
 /// scores (so that a shift the window has not caught up with is held).
 const AIM_RANGE: (f32, f32) = (-1.0, 2.0);
