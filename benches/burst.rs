@@ -36,17 +36,9 @@ struct Outcome {
 
 /// The board of config/swarm.toml, asking `cloud_url` and voting with the peer.
 fn swarm_config(broker: &Broker, node: &str, cloud_url: &str, load_aware: bool) -> Config {
-    let text = std::fs::read_to_string(repo_root().join("config/swarm.toml")).unwrap();
-    let file = Config::parse(&text).expect("config/swarm.toml parses");
+    let file = shipped_config();
     let mut config = service_config(broker, node);
-    config.models = file
-        .models
-        .iter()
-        .map(|m| ModelConfig {
-            path: model_path(&m.name),
-            ..m.clone()
-        })
-        .collect();
+    config.models = file.models.clone();
     config.inference = file.inference.clone();
     config.policy = file.policy.clone();
     config.safety = file.safety.clone();

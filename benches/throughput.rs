@@ -429,16 +429,8 @@ async fn main() {
 /// the cloud stand-in) under 8 askers, each model with one slot and with
 /// four, and the baseline build where given: questions/s and latency per route.
 async fn swarm(broker: &Broker, questions: &[String]) {
-    let text = std::fs::read_to_string(repo_root().join("config/swarm.toml")).unwrap();
-    let file = Config::parse(&text).expect("config/swarm.toml parses");
-    let models: Vec<ModelConfig> = file
-        .models
-        .iter()
-        .map(|m| ModelConfig {
-            path: model_path(&m.name),
-            ..m.clone()
-        })
-        .collect();
+    let file = shipped_config();
+    let models = file.models.clone();
     let cloud = CloudStandIn::start().await;
     let askers = ASKERS[ASKERS.len() - 1];
     println!(

@@ -611,3 +611,14 @@ pub fn choice_minded_router() -> swarm_llm::route::learned::LearnedRouter {
         },
     }
 }
+
+/// config/swarm.toml as shipped, its models read from this machine's model
+/// folder (the benchmarks run the board's own swarm).
+pub fn shipped_config() -> Config {
+    let text = std::fs::read_to_string(repo_root().join("config/swarm.toml")).unwrap();
+    let mut config = Config::parse(&text).expect("config/swarm.toml parses");
+    for m in &mut config.models {
+        m.path = model_path(&m.name);
+    }
+    config
+}
