@@ -101,27 +101,8 @@ pub enum MeasureCommand {
     Stream {
         #[command(flatten)]
         config: ConfigArg,
-        /// Records, in stream order (repeat the option).
-        #[arg(long = "from-records", required = true)]
-        records: Vec<PathBuf>,
-        /// Questions whose id starts with this come after all others: the
-        /// mix shifts to them (repeat the option).
-        #[arg(long)]
-        then: Vec<String>,
-        /// The share to hold; default: the config's routing.cloud_share.
-        #[arg(long)]
-        cloud_share: Option<f64>,
-        /// Questions per window the share is reported over.
-        #[arg(long, default_value_t = 200)]
-        window: usize,
-        /// Also replay on a clock: this many cloud calls an hour allowed,
-        /// questions at three times that rate.
-        #[arg(long)]
-        budget: Option<u32>,
-        /// The share wanted in the budget replay (above a third, so the
-        /// budget binds).
-        #[arg(long, default_value_t = 0.5)]
-        budget_share: f64,
+        #[command(flatten)]
+        settings: StreamSettings,
     },
     /// Measure each configured model's prompt and decode speed on this board
     /// (median of several runs after a warm-up), e.g. to size threads or
@@ -302,32 +283,7 @@ impl MeasureCommand {
                     }
                 }
             }
-            MeasureCommand::Stream {
-                records,
-                then,
-                cloud_share,
-                window,
-                budget,
-                budget_share,
-                ..
-            } => {
-                let Some(cloud_share) = cloud_share.or(config.routing.cloud_share.map(f64::from))
-                else {
-                    return Err(UsageError(
-                        "give --cloud-share or set routing.cloud_share in the config".into(),
-                    )
-                    .into());
-                };
-                let settings = StreamSettings {
-                    records,
-                    then,
-                    cloud_share,
-                    window,
-                    budget,
-                    budget_share,
-                };
-                stream_command(&config, &settings)
-            }
+            MeasureCommand::Stream { settings, .. } => stream_command(&config, &settings),
             MeasureCommand::BenchModel {
                 model,
                 gpu_layers,

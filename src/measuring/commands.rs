@@ -519,12 +519,28 @@ pub async fn safety_eval_command(
 }
 
 /// What `stream` replays and how.
+#[derive(clap::Args)]
 pub struct StreamSettings {
+    /// Records, in stream order (repeat the option).
+    #[arg(long = "from-records", required = true)]
     pub records: Vec<PathBuf>,
+    /// Questions whose id starts with this come after all others: the
+    /// mix shifts to them (repeat the option).
+    #[arg(long)]
     pub then: Vec<String>,
-    pub cloud_share: f64,
+    /// The share to hold; default: the config's routing.cloud_share.
+    #[arg(long)]
+    pub cloud_share: Option<f64>,
+    /// Questions per window the share is reported over.
+    #[arg(long, default_value_t = 200)]
     pub window: usize,
+    /// Also replay on a clock: this many cloud calls an hour allowed,
+    /// questions at three times that rate.
+    #[arg(long)]
     pub budget: Option<u32>,
+    /// The share wanted in the budget replay (above a third, so the
+    /// budget binds).
+    #[arg(long, default_value_t = 0.5)]
     pub budget_share: f64,
 }
 
@@ -542,6 +558,12 @@ pub fn stream_command(config: &Config, s: &StreamSettings) -> anyhow::Result<()>
         )?;
         records.extend(part);
     }
+    let Some(cloud_share) = s.cloud_share.or(config.routing.cloud_share.map(f64::from)) else {
+        return Err(super::cli::UsageError(
+            "give --cloud-share or set routing.cloud_share in the config".into(),
+        )
+        .into());
+    };
     let records = stream::shift_to(records, &s.then);
     let shift = records
         .iter()
@@ -551,7 +573,7 @@ pub fn stream_command(config: &Config, s: &StreamSettings) -> anyhow::Result<()>
         anyhow::bail!("the config has no learned router ([policy.learned]) whose cut to hold");
     };
     let weights: Vec<f32> = config.models.iter().map(|m| m.vote_weight).collect();
-    let target = s.cloud_share as f32;
+    let target = cloud_share as f32;
     let online = stream::run(&records, policy, &weights, Cut::Online(target), None);
     let same = stream::fixed_cut_for_share(&records, policy, &weights, online.share());
     let rows = [
@@ -581,7 +603,7 @@ pub fn stream_command(config: &Config, s: &StreamSettings) -> anyhow::Result<()>
         let windows = run.window_shares(s.window, s.window);
         let inside = windows
             .iter()
-            .filter(|w| (**w - s.cloud_share).abs() <= 0.04 + 1e-9)
+            .filter(|w| (**w - cloud_share).abs() <= 0.04 + 1e-9)
             .count();
         let range = windows
             .iter()
